@@ -1,0 +1,215 @@
+"""The records that travel between diffing, matching, planning, emitting and executing.
+
+Everything here is frozen and typed; raw dicts never travel past the config loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# ---------------------------------------------------------------------------
+# Changes: what a commit range touched
+# ---------------------------------------------------------------------------
+
+#: Git's change statuses as this tool keeps them: Added, Modified, Deleted,
+#: Renamed, Type change (file <-> symlink <-> submodule). Copies count as added.
+ChangeStatus = Literal["A", "M", "D", "R", "T"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedPath:
+    """One entry of the diff. A rename has both ``path`` (new) and ``old_path``."""
+
+    status: ChangeStatus
+    path: str
+    old_path: str | None = None
+
+    def touched(self) -> tuple[str, ...]:
+        """Every path this change touches: a rename counts for its old and its new path."""
+        if self.old_path is not None and self.old_path != self.path:
+            return (self.path, self.old_path)
+        return (self.path,)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """The changed paths between ``base`` and ``head`` and why that base was chosen.
+
+    ``base`` is ``None`` when head is compared against the empty tree (a root commit,
+    or a new branch whose merge-base cannot be found): then everything at head changed.
+    """
+
+    base: str | None
+    head: str
+    base_reason: str
+    changes: tuple[ChangedPath, ...]
+
+
+# ---------------------------------------------------------------------------
+# Rules: the validated content of rules.toml
+# ---------------------------------------------------------------------------
+
+#: What a rule's ``do`` may say.
+DIRECTIVE_KINDS: tuple[str, ...] = (
+    "skip",
+    "all",
+    "test",
+    "build_image",
+    "upload_source",
+    "compile_pipeline",
+    "deploy_function",
+    "retrain",
+)
+
+#: The kinds of planned actions (``retrain`` and ``all`` expand into these).
+ACTION_KINDS: tuple[str, ...] = (
+    "test",
+    "build_image",
+    "upload_source",
+    "compile_pipeline",
+    "deploy_function",
+    "publish",
+)
+
+UnmatchedPolicy = Literal["all", "skip", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """One parsed ``do`` value: ``build_image:trainer`` is kind ``build_image``, target ``trainer``."""
+
+    kind: str
+    target: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.target is None else f"{self.kind}:{self.target}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    patterns: tuple[str, ...]
+    do: tuple[Directive, ...]
+    line: int | None = None
+
+    @property
+    def is_skip(self) -> bool:
+        return all(d.kind == "skip" for d in self.do)
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A custom pipeline component built as a container image from ``context``."""
+
+    name: str
+    context: str
+    dockerfile: str = "Dockerfile"
+    build_args: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSettings:
+    gcp_project: str | None = None
+    region: str | None = None
+    bucket: str | None = None
+    registry: str | None = None
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TestSettings:
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """rules.toml, validated. ``source`` is the file it came from (for messages)."""
+
+    source: str
+    version: int
+    project: ProjectSettings
+    unmatched: UnmatchedPolicy
+    components: tuple[Component, ...]
+    rules: tuple[Rule, ...]
+    test: TestSettings | None = None
+
+    def component(self, name: str) -> Component | None:
+        for c in self.components:
+            if c.name == name:
+                return c
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Matching: which rules a path hit, and through which pattern
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    """``rule`` matched ``path``; ``pattern`` is the pattern that decided (the last matching one)."""
+
+    rule: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatch:
+    path: str
+    hits: tuple[RuleHit, ...]
+
+
+# ---------------------------------------------------------------------------
+# Plan: the minimal, dependency-ordered set of actions, each with its reasons
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why an action is planned: a changed path through a rule and pattern, or another action."""
+
+    path: str | None = None
+    rule: str | None = None
+    pattern: str | None = None
+    implied_by: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    id: str
+    kind: str
+    target: str | None
+    needs: tuple[str, ...]
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    path: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The output of planning. ``actions`` are in dependency order (a stable topological sort)."""
+
+    base: str | None
+    head: str
+    base_reason: str
+    changes: tuple[ChangedPath, ...]
+    actions: tuple[Action, ...]
+    skipped: tuple[Skipped, ...] = ()
+    unmatched: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.actions)
+
+    def action(self, action_id: str) -> Action | None:
+        for a in self.actions:
+            if a.id == action_id:
+                return a
+        return None

@@ -1,0 +1,3 @@
+"""Shared fixtures. Fixtures that start real local services live in tests/fixtures/, one module each."""
+
+pytest_plugins: list[str] = []
