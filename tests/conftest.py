@@ -1,3 +1,5 @@
 """Shared fixtures. Fixtures that start real local services live in tests/fixtures/, one module each."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.fixtures.gcs",
+]

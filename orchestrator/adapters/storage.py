@@ -1,0 +1,387 @@
+"""Cloud Storage: immutable uploads to ``gs://bucket/key`` URIs, downloads, and source tarballs.
+
+The backend is chosen from the environment mapping passed in (never from ``os.environ``
+directly), checked in this order:
+
+1. ``ORCHESTRATOR_LOCAL_BUCKET_ROOT=/dir``: ``gs://b/k`` is the local file ``/dir/b/k``.
+   This is the embedded local default: no cloud account, no emulator.
+2. ``STORAGE_EMULATOR_HOST=http://host:port``: google-cloud-storage against that emulator
+   (for example fake-gcs-server) with anonymous credentials.
+3. Otherwise real Cloud Storage with application default credentials.
+
+Uploads are immutable: an object is only ever created, never overwritten
+(``if_generation_match=0`` on GCS, ``os.link`` on the local backend). Re-uploading identical
+content is a success (a re-run of the same build); different content is an ``ObjectConflict``.
+
+google.cloud is imported inside the functions that need it, so the planning path never pays
+for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
+
+if TYPE_CHECKING:
+    from google.cloud import storage as gcs
+
+LOCAL_BUCKET_ROOT_VAR = "ORCHESTRATOR_LOCAL_BUCKET_ROOT"
+EMULATOR_HOST_VAR = "STORAGE_EMULATOR_HOST"
+
+Backend = Literal["local-dir", "emulator", "gcs"]
+
+# Connect and read timeouts for one HTTP request, and the total time spent retrying transient
+# errors against real GCS. The emulator is never retried: a refused connection fails at once.
+_REQUEST_TIMEOUT = (10.0, 120.0)
+_GCS_RETRY_DEADLINE = 60.0
+
+DEFAULT_TARBALL_EXCLUDES = frozenset({"__pycache__", ".git", ".pytest_cache", ".mypy_cache"})
+
+
+class ObjectConflict(StepFailed):
+    """The object already exists with different content; uploads never overwrite."""
+
+
+class ObjectNotFound(StepFailed):
+    """The object (or its bucket) does not exist."""
+
+
+@dataclass(frozen=True)
+class GcsUri:
+    """A parsed ``gs://bucket/key`` URI."""
+
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"gs://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What an upload left in the bucket.
+
+    ``created`` is False when an identical object was already there (an idempotent re-run).
+    ``md5`` is the hex MD5 of the content, which is what the caller uploaded.
+    """
+
+    uri: str
+    size: int
+    md5: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class SourceTarball:
+    """A deterministic ``.tar.gz`` of a directory and the SHA-256 of its bytes."""
+
+    data: bytes
+    sha256: str
+    files: int
+
+
+def parse_gcs_uri(uri: str) -> GcsUri:
+    """Split ``gs://bucket/key`` into its parts; raise ``InputError`` for anything else."""
+    prefix = "gs://"
+    if not uri.startswith(prefix):
+        raise InputError(f"{uri!r} is not a gs://bucket/key URI.")
+    bucket, sep, key = uri[len(prefix) :].partition("/")
+    if not bucket or not sep or not key:
+        raise InputError(f"{uri!r} is not a gs://bucket/key URI (bucket and key are both needed).")
+    return GcsUri(bucket, key)
+
+
+def backend_for(env: Mapping[str, str]) -> Backend:
+    """Which backend ``upload``/``download`` use for this environment."""
+    if env.get(LOCAL_BUCKET_ROOT_VAR):
+        return "local-dir"
+    if env.get(EMULATOR_HOST_VAR):
+        return "emulator"
+    return "gcs"
+
+
+def upload_bytes(
+    uri: str,
+    data: bytes,
+    *,
+    env: Mapping[str, str],
+    content_type: str = "application/octet-stream",
+) -> UploadResult:
+    """Create the object at ``uri`` with ``data``, immutably.
+
+    Raises ``ObjectConflict`` if the object exists with different content,
+    ``ServiceUnreachable`` if the storage service cannot be reached, ``StepFailed`` for other
+    service errors (missing bucket, permission denied) and ``InputError`` for a bad URI.
+    """
+    target = parse_gcs_uri(uri)
+    md5 = hashlib.md5(data, usedforsecurity=False)
+    backend = backend_for(env)
+    if backend == "local-dir":
+        created = _local_create(_local_path(env[LOCAL_BUCKET_ROOT_VAR], target), data, target)
+    else:
+        created = _gcs_create(target, data, md5.digest(), content_type, env)
+    return UploadResult(uri=str(target), size=len(data), md5=md5.hexdigest(), created=created)
+
+
+def upload_file(
+    uri: str,
+    path: Path,
+    *,
+    env: Mapping[str, str],
+    content_type: str = "application/octet-stream",
+) -> UploadResult:
+    """``upload_bytes`` with the content of the file at ``path``."""
+    return upload_bytes(uri, path.read_bytes(), env=env, content_type=content_type)
+
+
+def download_bytes(uri: str, *, env: Mapping[str, str]) -> bytes:
+    """Read the object at ``uri``. Raises ``ObjectNotFound`` when it does not exist."""
+    target = parse_gcs_uri(uri)
+    if backend_for(env) == "local-dir":
+        path = _local_path(env[LOCAL_BUCKET_ROOT_VAR], target)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{target} does not exist (looked in {path}).") from None
+
+    from google.api_core import exceptions as gexc
+
+    client = _client(env)
+    where = _service_name(env)
+    try:
+        blob = client.bucket(target.bucket).blob(target.key)
+        data: bytes = blob.download_as_bytes(timeout=_REQUEST_TIMEOUT, retry=_retry(env))
+    except gexc.NotFound:
+        raise ObjectNotFound(f"{target} does not exist in {where}.") from None
+    except gexc.GoogleAPICallError as exc:
+        raise StepFailed(f"Reading {target} from {where} failed: {_api_message(exc)}") from exc
+    except Exception as exc:  # transport errors have many types; see _unreachable
+        raise _unreachable(exc, env) from exc
+    return data
+
+
+def build_source_tarball(
+    source_dir: Path, *, exclude_names: frozenset[str] = DEFAULT_TARBALL_EXCLUDES
+) -> SourceTarball:
+    """Pack ``source_dir`` into a gzip tarball whose bytes depend only on the tree's content.
+
+    Entries are sorted, paths are relative to ``source_dir``, every timestamp is 0, owners are
+    uid/gid 0 with no user or group names, modes are reduced to 0644/0755, and the gzip header
+    carries no name and mtime 0. Symbolic links are stored as links. Any path component named in
+    ``exclude_names`` is skipped (caches that differ between identical checkouts).
+    """
+    if not source_dir.is_dir():
+        raise InputError(f"Source directory {source_dir} does not exist.")
+    raw = io.BytesIO()
+    count = 0
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, arcname in _sorted_tree(source_dir, "", exclude_names):
+            info = tar.gettarinfo(str(path), arcname)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if info.isfile():
+                info.mode = 0o755 if info.mode & 0o111 else 0o644
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+                count += 1
+            elif info.isdir():
+                info.mode = 0o755
+                tar.addfile(info)
+            elif info.issym():
+                info.mode = 0o777
+                tar.addfile(info)
+            else:
+                raise InputError(f"{path} is not a file, directory or symbolic link.")
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    data = out.getvalue()
+    return SourceTarball(data=data, sha256=hashlib.sha256(data).hexdigest(), files=count)
+
+
+def _sorted_tree(
+    directory: Path, prefix: str, exclude_names: frozenset[str]
+) -> list[tuple[Path, str]]:
+    entries: list[tuple[Path, str]] = []
+    for name in sorted(entry.name for entry in directory.iterdir()):
+        if name in exclude_names:
+            continue
+        path = directory / name
+        arcname = f"{prefix}{name}"
+        entries.append((path, arcname))
+        mode = os.lstat(path).st_mode
+        if stat.S_ISDIR(mode):  # lstat: a symlink to a directory is stored, not followed
+            entries.extend(_sorted_tree(path, f"{arcname}/", exclude_names))
+    return entries
+
+
+# --- local directory backend -------------------------------------------------------------
+
+
+def _local_path(root: str, target: GcsUri) -> Path:
+    parts = [target.bucket, *target.key.split("/")]
+    if any(part in ("", ".", "..") for part in parts):
+        raise InputError(
+            f"{target} cannot be stored in a local bucket directory: "
+            "empty, '.' and '..' path segments are not allowed."
+        )
+    return Path(root, *parts)
+
+
+def _local_create(path: Path, data: bytes, target: GcsUri) -> bool:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write a temporary file, then hard-link it into place: os.link never replaces an existing
+    # file, so two concurrent writers cannot both "create" the object (like if_generation_match=0).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if path.read_bytes() == data:
+                return False
+            raise ObjectConflict(_conflict_message(target)) from None
+    finally:
+        Path(tmp).unlink()
+    return True
+
+
+# --- google-cloud-storage backends -------------------------------------------------------
+
+
+def _gcs_create(
+    target: GcsUri, data: bytes, md5: bytes, content_type: str, env: Mapping[str, str]
+) -> bool:
+    from google.api_core import exceptions as gexc
+
+    client = _client(env)
+    where = _service_name(env)
+    blob = client.bucket(target.bucket).blob(target.key)
+    try:
+        blob.upload_from_string(
+            data,
+            content_type=content_type,
+            if_generation_match=0,
+            checksum="md5",
+            timeout=_REQUEST_TIMEOUT,
+            retry=_retry(env),
+        )
+        return True
+    except gexc.PreconditionFailed:
+        pass  # it exists: compare below
+    except gexc.NotFound:
+        raise ObjectNotFound(f"Bucket gs://{target.bucket} does not exist in {where}.") from None
+    except gexc.GoogleAPICallError as exc:
+        raise StepFailed(f"Uploading {target} to {where} failed: {_api_message(exc)}") from exc
+    except Exception as exc:  # transport errors have many types; see _unreachable
+        raise _unreachable(exc, env) from exc
+
+    if _same_content(client, target, data, md5, env):
+        return False
+    raise ObjectConflict(_conflict_message(target))
+
+
+def _same_content(
+    client: gcs.Client, target: GcsUri, data: bytes, md5: bytes, env: Mapping[str, str]
+) -> bool:
+    from google.api_core import exceptions as gexc
+
+    blob = client.bucket(target.bucket).get_blob(
+        target.key, timeout=_REQUEST_TIMEOUT, retry=_retry(env)
+    )
+    if blob is None:  # deleted between the failed precondition and now
+        raise ObjectConflict(f"{target} changed while it was being uploaded; run again.")
+    if blob.size is not None and blob.size != len(data):
+        return False
+    if blob.md5_hash:  # absent for composite objects
+        return bool(base64.b64decode(blob.md5_hash) == md5)
+    if blob.crc32c:
+        import google_crc32c
+
+        crc = google_crc32c.Checksum(data).digest()  # type: ignore[no-untyped-call]
+        return bool(base64.b64decode(blob.crc32c) == crc)
+    try:
+        existing: bytes = blob.download_as_bytes(timeout=_REQUEST_TIMEOUT, retry=_retry(env))
+    except gexc.GoogleAPICallError as exc:
+        raise StepFailed(f"Reading {target} back failed: {_api_message(exc)}") from exc
+    return existing == data
+
+
+def _emulator_url(env: Mapping[str, str]) -> str:
+    host = env[EMULATOR_HOST_VAR].rstrip("/")
+    return host if "://" in host else f"http://{host}"
+
+
+def _service_name(env: Mapping[str, str]) -> str:
+    if backend_for(env) == "emulator":
+        return f"the Cloud Storage emulator at {_emulator_url(env)} ({EMULATOR_HOST_VAR})"
+    return "Cloud Storage"
+
+
+def _client(env: Mapping[str, str]) -> gcs.Client:
+    from google.cloud import storage
+
+    if backend_for(env) == "emulator":
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(
+            project=env.get("GOOGLE_CLOUD_PROJECT") or "local-emulator",
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": _emulator_url(env)},
+        )
+    try:
+        return storage.Client(project=env.get("GOOGLE_CLOUD_PROJECT"))
+    except Exception as exc:  # google.auth raises several credential error types
+        raise _unreachable(exc, env) from exc
+
+
+def _retry(env: Mapping[str, str]) -> Any:
+    if backend_for(env) == "emulator":
+        return None
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_timeout(_GCS_RETRY_DEADLINE)
+
+
+def _unreachable(exc: Exception, env: Mapping[str, str]) -> ServiceUnreachable:
+    from google.auth import exceptions as auth_exc
+
+    if isinstance(exc, auth_exc.DefaultCredentialsError):
+        return ServiceUnreachable(
+            "Cloud Storage needs credentials: run `gcloud auth application-default login`, "
+            f"or set {EMULATOR_HOST_VAR} for an emulator or {LOCAL_BUCKET_ROOT_VAR} for a "
+            "local directory."
+        )
+    return ServiceUnreachable(
+        f"Cannot reach {_service_name(env)}: {type(exc).__name__}: {_first_line(exc)}"
+    )
+
+
+def _api_message(exc: Any) -> str:
+    return f"{exc.code} {_first_line(exc.message)}"
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _conflict_message(target: GcsUri) -> str:
+    return (
+        f"{target} already exists with different content; uploads are immutable, "
+        "so write to a new key instead of overwriting."
+    )
