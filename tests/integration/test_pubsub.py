@@ -1,0 +1,150 @@
+"""The Pub/Sub adapter against the official emulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from orchestrator.adapters import pubsub
+from orchestrator.errors import InputError, ServiceUnreachable
+from tests.fixtures._services import free_port
+from tests.fixtures.pubsub import PubsubEmulator
+
+PROJECT = "ct-test-project"
+
+
+@pytest.fixture
+def admin(pubsub_emulator: PubsubEmulator) -> Iterator[tuple[Any, Any]]:
+    """(publisher, subscriber) clients of the emulator, for the test's own setup and checks."""
+    import grpc
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+    publisher = pubsub_v1.PublisherClient(
+        transport=PublisherGrpcTransport(channel=grpc.insecure_channel(pubsub_emulator.host))
+    )
+    subscriber = pubsub_v1.SubscriberClient(
+        transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(pubsub_emulator.host))
+    )
+    yield publisher, subscriber
+    subscriber.close()
+    publisher.stop()
+
+
+def _subscribe(admin: tuple[Any, Any], topic: str, *, ordering: bool) -> str:
+    publisher, subscriber = admin
+    topic_path = f"projects/{PROJECT}/topics/{topic}"
+    publisher.create_topic(name=topic_path, retry=None, timeout=10)
+    subscription = f"projects/{PROJECT}/subscriptions/{topic}-sub"
+    subscriber.create_subscription(
+        request={"name": subscription, "topic": topic_path, "enable_message_ordering": ordering},
+        retry=None,
+        timeout=10,
+    )
+    return subscription
+
+
+def _pull(admin: tuple[Any, Any], subscription: str, count: int) -> list[Any]:
+    """Pull until ``count`` messages arrived (or 15 s passed); ack them; return them in order."""
+    _, subscriber = admin
+    received: list[Any] = []
+    deadline = time.monotonic() + 15
+    while len(received) < count and time.monotonic() < deadline:
+        response = subscriber.pull(
+            request={"subscription": subscription, "max_messages": 10},
+            retry=None,
+            timeout=5,
+        )
+        if response.received_messages:
+            received.extend(m.message for m in response.received_messages)
+            subscriber.acknowledge(
+                request={
+                    "subscription": subscription,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                },
+                retry=None,
+                timeout=5,
+            )
+    return received
+
+
+def test_published_message_arrives_with_attributes_and_ordering_key(
+    pubsub_emulator: PubsubEmulator, admin: tuple[Any, Any]
+) -> None:
+    topic = PubsubEmulator.unique_id("runs")
+    subscription = _subscribe(admin, topic, ordering=True)
+    data = b'{"schema": 1, "commit": "abc"}'
+    attributes = {"commit": "abc", "schema_version": "1"}
+
+    message_id = pubsub.publish(
+        PROJECT, topic, data, attributes, "refs/heads/main", env=pubsub_emulator.env
+    )
+
+    [message] = _pull(admin, subscription, 1)
+    assert message.message_id == message_id
+    assert message.data == data
+    assert dict(message.attributes) == attributes
+    assert message.ordering_key == "refs/heads/main"
+
+
+def test_messages_with_one_ordering_key_arrive_in_order(
+    pubsub_emulator: PubsubEmulator, admin: tuple[Any, Any]
+) -> None:
+    topic = PubsubEmulator.unique_id("ordered")
+    subscription = _subscribe(admin, topic, ordering=True)
+    ids = [
+        pubsub.publish(PROJECT, topic, f"m{i}".encode(), {}, "main", env=pubsub_emulator.env)
+        for i in range(3)
+    ]
+    messages = _pull(admin, subscription, 3)
+    assert [m.data for m in messages] == [b"m0", b"m1", b"m2"]
+    assert [m.message_id for m in messages] == ids
+
+
+def test_without_ordering_key(pubsub_emulator: PubsubEmulator, admin: tuple[Any, Any]) -> None:
+    topic = PubsubEmulator.unique_id("plain")
+    subscription = _subscribe(admin, topic, ordering=False)
+    pubsub.publish(PROJECT, topic, b"x", {"a": "b"}, None, env=pubsub_emulator.env)
+    [message] = _pull(admin, subscription, 1)
+    assert (message.data, dict(message.attributes), message.ordering_key) == (b"x", {"a": "b"}, "")
+
+
+def test_missing_topic_is_created_on_the_emulator(
+    pubsub_emulator: PubsubEmulator, admin: tuple[Any, Any]
+) -> None:
+    publisher, _ = admin
+    topic = PubsubEmulator.unique_id("fresh")
+    topic_path = f"projects/{PROJECT}/topics/{topic}"
+    from google.api_core import exceptions as gexc
+
+    with pytest.raises(gexc.NotFound):
+        publisher.get_topic(topic=topic_path, retry=None, timeout=10)
+    assert pubsub.publish(PROJECT, topic, b"x", {}, None, env=pubsub_emulator.env)
+    assert publisher.get_topic(topic=topic_path, retry=None, timeout=10).name == topic_path
+    # Publishing again to the now existing topic works too.
+    assert pubsub.publish(PROJECT, topic, b"y", {}, None, env=pubsub_emulator.env)
+
+
+def test_unreachable_emulator_fails_quickly_naming_it() -> None:
+    host = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ServiceUnreachable, match="PUBSUB_EMULATOR_HOST") as info:
+        pubsub.publish(
+            PROJECT, "topic", b"x", {}, "main", env={"PUBSUB_EMULATOR_HOST": host}, timeout=5
+        )
+    assert host in str(info.value)
+    assert time.monotonic() - started < 15
+
+
+def test_invalid_topic_name_is_an_input_error(pubsub_emulator: PubsubEmulator) -> None:
+    with pytest.raises(InputError, match="rejected topic"):
+        pubsub.publish(PROJECT, "9bad", b"x", {}, None, env=pubsub_emulator.env)
+
+
+def test_attributes_must_be_strings(pubsub_emulator: PubsubEmulator) -> None:
+    with pytest.raises(InputError, match="strings to strings"):
+        pubsub.publish(PROJECT, "topic", b"x", {"n": 1}, None, env=pubsub_emulator.env)  # type: ignore[dict-item]
