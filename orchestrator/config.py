@@ -1,0 +1,425 @@
+"""rules.toml -> validated ``Rules``.
+
+The only place that reads rules.toml. Every error is a ``ConfigError`` naming the file, the
+line (TOML's own for syntax errors; found in the text for semantic ones) and the key or rule.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from orchestrator.errors import ConfigError
+from orchestrator.matching import compile_pattern
+from orchestrator.model import (
+    DIRECTIVE_KINDS,
+    Component,
+    Directive,
+    ProjectSettings,
+    Rule,
+    Rules,
+    TestSettings,
+    UnmatchedPolicy,
+)
+
+SUPPORTED_VERSIONS = (1,)
+UNMATCHED_POLICIES: tuple[UnmatchedPolicy, ...] = ("all", "skip", "error")
+_COMPONENT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")  # what a registry accepts as a repository
+_TOP_KEYS = ("version", "project", "unmatched", "components", "rule", "test")
+_PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic")
+_COMPONENT_KEYS = ("context", "dockerfile", "build_args")
+_RULE_KEYS = ("name", "paths", "do")
+
+T = TypeVar("T")
+
+
+def load_rules(path: Path) -> Rules:
+    """Read and validate ``path``. Raises ``ConfigError`` for anything wrong."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found; create it (see the README's rules.toml reference) or pass --rules",
+            file=source,
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", file=source) from None
+    return parse_rules(text, source=source)
+
+
+def parse_rules(text: str, *, source: str = "rules.toml") -> Rules:
+    """Validate the TOML ``text``; ``source`` names it in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(f"invalid TOML: {message}", file=source, line=line) from None
+    return _Validator(text, source).rules(data)
+
+
+def _toml_error_line(message: str) -> int | None:
+    found = re.search(r"at line (\d+)", message)
+    return int(found.group(1)) if found else None
+
+
+class _Validator:
+    """Turns the parsed TOML dict into records; knows where keys are in the text for messages."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.lines = text.splitlines()
+
+    # -- locating keys in the text -------------------------------------------------------
+
+    def _header_line(self, header: str, occurrence: int = 0) -> int | None:
+        pattern = re.compile(r"^\s*" + re.escape(header) + r"\s*(#.*)?$")
+        seen = 0
+        for number, line in enumerate(self.lines, start=1):
+            if pattern.match(line):
+                if seen == occurrence:
+                    return number
+                seen += 1
+        return None
+
+    def _key_line(self, key: str, after: int | None) -> int | None:
+        """The line of ``key = ...`` in the table that starts at line ``after`` (or the top)."""
+        start = after or 0
+        pattern = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
+        for number in range(start + 1 if after else 1, len(self.lines) + 1):
+            line = self.lines[number - 1]
+            if after is not None and number > after and re.match(r"^\s*\[", line):
+                break
+            if after is None and re.match(r"^\s*\[", line):
+                break
+            if pattern.match(line):
+                return number
+        return after
+
+    def fail(self, message: str, *, key: str, line: int | None) -> ConfigError:
+        return ConfigError(message, file=self.source, line=line, key=key)
+
+    # -- typed getters -------------------------------------------------------------------
+
+    def _typed(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        kind: type[T],
+        *,
+        where: str,
+        header: int | None,
+        what: str,
+        required: bool = False,
+    ) -> T | None:
+        if key not in table:
+            if required:
+                raise self.fail(f"missing required key '{key}'", key=where, line=header)
+            return None
+        value = table[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(
+                f"must be {what}, not {_describe(value)}",
+                key=f"{where}.{key}" if where else key,
+                line=self._key_line(key, header),
+            )
+        return value
+
+    def _unknown_keys(
+        self, table: Mapping[str, Any], allowed: tuple[str, ...], *, where: str, header: int | None
+    ) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(
+                    f"unknown key '{key}' (allowed: {', '.join(allowed)})",
+                    key=f"{where}.{key}" if where else key,
+                    line=self._key_line(key, header),
+                )
+
+    # -- the sections --------------------------------------------------------------------
+
+    def rules(self, data: dict[str, Any]) -> Rules:
+        self._unknown_keys(data, _TOP_KEYS, where="", header=None)
+        version = self._typed(
+            data, "version", int, where="", header=None, what="an integer", required=True
+        )
+        if version not in SUPPORTED_VERSIONS:
+            raise self.fail(
+                f"unsupported version {version}; this orchestrator reads version "
+                + ", ".join(map(str, SUPPORTED_VERSIONS)),
+                key="version",
+                line=self._key_line("version", None),
+            )
+        project = self._project(data)
+        unmatched = self._unmatched(data)
+        components = self._components(data)
+        test = self._test(data)
+        rules = self._rules(data, components, test)
+        return Rules(
+            source=self.source,
+            version=cast(int, version),
+            project=project,
+            unmatched=unmatched,
+            components=components,
+            rules=rules,
+            test=test,
+        )
+
+    def _table(self, data: Mapping[str, Any], key: str) -> tuple[dict[str, Any], int | None]:
+        header = self._header_line(f"[{key}]")
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(
+                f"must be a table ([{key}]), not {_describe(value)}",
+                key=key,
+                line=self._key_line(key, None),
+            )
+        return value, header
+
+    def _project(self, data: Mapping[str, Any]) -> ProjectSettings:
+        table, header = self._table(data, "project")
+        self._unknown_keys(table, _PROJECT_KEYS, where="project", header=header)
+        values = {
+            key: self._typed(table, key, str, where="project", header=header, what="a string")
+            for key in _PROJECT_KEYS
+        }
+        return ProjectSettings(**values)
+
+    def _unmatched(self, data: Mapping[str, Any]) -> UnmatchedPolicy:
+        table, header = self._table(data, "unmatched")
+        self._unknown_keys(table, ("do",), where="unmatched", header=header)
+        value = self._typed(table, "do", str, where="unmatched", header=header, what="a string")
+        if value is None:
+            return "all"
+        if value not in UNMATCHED_POLICIES:
+            raise self.fail(
+                f"'{value}' is not a policy; use one of: {', '.join(UNMATCHED_POLICIES)}",
+                key="unmatched.do",
+                line=self._key_line("do", header),
+            )
+        return cast(UnmatchedPolicy, value)
+
+    def _components(self, data: Mapping[str, Any]) -> tuple[Component, ...]:
+        table, _ = self._table(data, "components")
+        components = []
+        for name, body in table.items():
+            header = self._header_line(f"[components.{name}]") or self._header_line(
+                f'[components."{name}"]'
+            )
+            where = f"components.{name}"
+            if not _COMPONENT_NAME.match(name):
+                raise self.fail(
+                    "a component name must be lowercase letters, digits, '.', '_' or '-' "
+                    "(it becomes an image name)",
+                    key=where,
+                    line=header,
+                )
+            if not isinstance(body, dict):
+                raise self.fail(
+                    f"must be a table, not {_describe(body)}", key=where, line=header
+                )
+            self._unknown_keys(body, _COMPONENT_KEYS, where=where, header=header)
+            context = self._typed(
+                body, "context", str, where=where, header=header, what="a string", required=True
+            )
+            context = _normalise_dir(cast(str, context))
+            if not context or context.startswith("../") or context == "..":
+                raise self.fail(
+                    "must be a directory inside the repository",
+                    key=f"{where}.context",
+                    line=self._key_line("context", header),
+                )
+            dockerfile = self._typed(
+                body, "dockerfile", str, where=where, header=header, what="a string"
+            )
+            build_args = self._typed(
+                body, "build_args", dict, where=where, header=header, what="a table of strings"
+            )
+            args: list[tuple[str, str]] = []
+            for arg_name, arg_value in (build_args or {}).items():
+                if not isinstance(arg_value, str):
+                    raise self.fail(
+                        f"must be a string, not {_describe(arg_value)}",
+                        key=f"{where}.build_args.{arg_name}",
+                        line=self._key_line(arg_name, header) or header,
+                    )
+                args.append((arg_name, arg_value))
+            components.append(
+                Component(
+                    name=name,
+                    context=context,
+                    dockerfile=dockerfile or "Dockerfile",
+                    build_args=tuple(args),
+                )
+            )
+        return tuple(components)
+
+    def _test(self, data: Mapping[str, Any]) -> TestSettings | None:
+        if "test" not in data:
+            return None
+        table, header = self._table(data, "test")
+        self._unknown_keys(table, ("command",), where="test", header=header)
+        command = self._typed(
+            table,
+            "command",
+            list,
+            where="test",
+            header=header,
+            what="a list of strings",
+            required=True,
+        )
+        if not command or not all(isinstance(part, str) and part for part in command):
+            raise self.fail(
+                "must be a non-empty list of non-empty strings (an argv, run without a shell)",
+                key="test.command",
+                line=self._key_line("command", header),
+            )
+        return TestSettings(command=tuple(cast(list[str], command)))
+
+    def _rules(
+        self,
+        data: Mapping[str, Any],
+        components: tuple[Component, ...],
+        test: TestSettings | None,
+    ) -> tuple[Rule, ...]:
+        raw = data.get("rule", [])
+        if not isinstance(raw, list):
+            raise self.fail(
+                "must be an array of tables ([[rule]])", key="rule", line=self._key_line("rule", None)
+            )
+        names: dict[str, int] = {}
+        component_names = {c.name for c in components}
+        rules = []
+        for index, body in enumerate(raw):
+            header = self._header_line("[[rule]]", index)
+            if not isinstance(body, dict):
+                raise self.fail(f"must be a table, not {_describe(body)}", key="rule", line=header)
+            name = body.get("name")
+            where = f"rule[{index}]" if not isinstance(name, str) else f"rule '{name}'"
+            self._unknown_keys(body, _RULE_KEYS, where=where, header=header)
+            name = self._typed(
+                body, "name", str, where=where, header=header, what="a string", required=True
+            )
+            assert name is not None  # required=True
+            if not name.strip():
+                raise self.fail("must not be empty", key=f"{where}.name", line=header)
+            if name in names:
+                raise self.fail(
+                    f"duplicate rule name '{name}' (first defined at line {names[name]})",
+                    key=f"{where}.name",
+                    line=self._key_line("name", header),
+                )
+            names[name] = header or 0
+            patterns = self._patterns(body, where=where, header=header)
+            directives = self._directives(
+                body, where=where, header=header, components=component_names, test=test
+            )
+            rules.append(Rule(name=name, patterns=patterns, do=directives, line=header))
+        return tuple(rules)
+
+    def _patterns(self, body: Mapping[str, Any], *, where: str, header: int | None) -> tuple[str, ...]:
+        value = body.get("paths")
+        line = self._key_line("paths", header)
+        if "paths" not in body:
+            raise self.fail("missing required key 'paths'", key=where, line=header)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+            raise self.fail(
+                f"must be a list of strings, not {_describe(value)}",
+                key=f"{where}.paths",
+                line=line,
+            )
+        if not value:
+            raise self.fail("must not be empty", key=f"{where}.paths", line=line)
+        for pattern in value:
+            try:
+                compile_pattern(pattern)
+            except ValueError as exc:
+                raise self.fail(str(exc), key=f"{where}.paths", line=line) from None
+        return tuple(value)
+
+    def _directives(
+        self,
+        body: Mapping[str, Any],
+        *,
+        where: str,
+        header: int | None,
+        components: set[str],
+        test: TestSettings | None,
+    ) -> tuple[Directive, ...]:
+        line = self._key_line("do", header)
+        if "do" not in body:
+            raise self.fail("missing required key 'do'", key=where, line=header)
+        value = body["do"]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(
+                f"must be a string or a list of strings, not {_describe(value)}",
+                key=f"{where}.do",
+                line=line,
+            )
+        if not value:
+            raise self.fail("must not be empty", key=f"{where}.do", line=line)
+        directives = []
+        for item in value:
+            kind, _, target = item.partition(":")
+            if kind not in DIRECTIVE_KINDS:
+                raise self.fail(
+                    f"unknown action '{item}'; use one of: {', '.join(DIRECTIVE_KINDS)}"
+                    " (build_image may name a component: build_image:<name>)",
+                    key=f"{where}.do",
+                    line=line,
+                )
+            if target and kind != "build_image":
+                raise self.fail(
+                    f"'{kind}' takes no ':{target}' (only build_image names a component)",
+                    key=f"{where}.do",
+                    line=line,
+                )
+            if ":" in item and not target:
+                raise self.fail(
+                    f"'{item}' names no component", key=f"{where}.do", line=line
+                )
+            if target and target not in components:
+                known = ", ".join(sorted(components)) or "none are declared"
+                raise self.fail(
+                    f"unknown component '{target}' in '{item}' (components: {known})",
+                    key=f"{where}.do",
+                    line=line,
+                )
+            if kind == "test" and test is None:
+                raise self.fail(
+                    "says 'test' but rules.toml has no [test] table with a command",
+                    key=f"{where}.do",
+                    line=line,
+                )
+            directives.append(Directive(kind=kind, target=target or None))
+        if len(directives) > 1 and any(d.kind == "skip" for d in directives):
+            raise self.fail(
+                "'skip' cannot be combined with other actions", key=f"{where}.do", line=line
+            )
+        return tuple(dict.fromkeys(directives))
+
+
+def _normalise_dir(path: str) -> str:
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def _describe(value: object) -> str:
+    names: dict[type, str] = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+

@@ -1,0 +1,257 @@
+"""Matches -> the minimal, dependency-ordered ``Plan``, every action with its reasons. Pure.
+
+The graph (``needs``):
+
+* ``build_image:X`` implies ``compile_pipeline`` (the compiled spec pins the image), which needs it;
+* ``compile_pipeline`` and ``upload_source`` imply ``publish``, which needs them;
+* ``retrain`` is ``publish`` alone; ``deploy_function`` implies no run, but when both are
+  planned ``publish`` needs ``deploy_function``;
+* ``test`` is planned when a rule says so, or when anything else is planned and a ``[test]``
+  command is configured; every other action then needs it;
+* ``all`` is every declared component image, each of ``upload_source``, ``compile_pipeline``,
+  ``deploy_function`` and ``test`` that some rule names, and ``publish``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.errors import InputError
+from orchestrator.matching import Matcher
+from orchestrator.model import (
+    Action,
+    ChangeSet,
+    Directive,
+    Plan,
+    Reason,
+    Rules,
+    Skipped,
+)
+
+UNMATCHED_RULE = "[unmatched]"
+
+
+class UnmatchedPathsError(InputError):
+    """``[unmatched] do = "error"`` and some changed paths match no rule."""
+
+
+@dataclass(slots=True)
+class _Draft:
+    """An action while the plan is being built (mutable; frozen into ``Action`` at the end)."""
+
+    kind: str
+    target: str | None
+    reasons: dict[Reason, None] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.kind if self.target is None else f"{self.kind}:{self.target}"
+
+
+def plan_changes(
+    changes: ChangeSet,
+    rules: Rules,
+    existing_dirs: Collection[str],
+    *,
+    matcher: Matcher | None = None,
+) -> Plan:
+    """Plan the actions for ``changes``.
+
+    ``existing_dirs`` holds the component contexts that exist at head (the only part of the
+    head tree planning needs); a component whose context is missing is not built.
+    """
+    matcher = matcher or Matcher(rules.rules)
+    directives: dict[str, tuple[Directive, ...]] = {r.name: r.do for r in rules.rules}
+    skip_rules = {r.name for r in rules.rules if r.is_skip}
+    drafts: dict[str, _Draft] = {}
+    warnings: dict[str, None] = {}
+    skipped: list[Skipped] = []
+    unmatched: list[str] = []
+    seen: set[str] = set()
+    components = _ComponentIndex(rules, existing_dirs, warnings)
+
+    def request(kind: str, target: str | None, reason: Reason) -> None:
+        draft = _Draft(kind, target)
+        drafts.setdefault(draft.id, draft).reasons.setdefault(reason, None)
+
+    def apply(directive: Directive, path: str, reason: Reason) -> None:
+        kind = directive.kind
+        if kind == "skip":
+            return
+        if kind == "retrain":
+            request("publish", None, reason)
+        elif kind == "all":
+            for target in components.buildable():
+                request("build_image", target, reason)
+            for singleton in _all_singletons(rules):
+                request(singleton, None, reason)
+        elif kind == "build_image":
+            targets = [directive.target] if directive.target else components.containing(path)
+            if not targets:
+                warnings.setdefault(
+                    f"{path}: rule '{reason.rule}' says build_image but the path lies in no "
+                    "component's context; no image is built for it",
+                    None,
+                )
+            for target in targets:
+                if components.buildable_name(target):
+                    request("build_image", target, reason)
+        else:
+            request(kind, None, reason)
+
+    for change in changes.changes:
+        for path in change.touched():
+            if path in seen:
+                continue
+            seen.add(path)
+            hits = matcher.match(path)
+            acting = [h for h in hits if h.rule not in skip_rules]
+            if acting:
+                for hit in acting:
+                    reason = Reason(path=path, rule=hit.rule, pattern=hit.pattern)
+                    for directive in directives[hit.rule]:
+                        apply(directive, path, reason)
+            elif hits:
+                skipped.append(Skipped(path=path, rule=hits[0].rule))
+            else:
+                unmatched.append(path)
+
+    if unmatched and rules.unmatched == "error":
+        shown = ", ".join(repr(p) for p in unmatched[:10])
+        more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
+        raise UnmatchedPathsError(
+            f"{len(unmatched)} changed path(s) match no rule in {rules.source} and "
+            f'[unmatched] do = "error": {shown}{more}'
+        )
+    if unmatched and rules.unmatched == "all":
+        for path in unmatched:
+            apply(
+                Directive("all"),
+                path,
+                Reason(path=path, rule=UNMATCHED_RULE, note='matches no rule; [unmatched] do = "all"'),
+            )
+
+    actions = _with_implications(drafts, rules)
+    return Plan(
+        base=changes.base,
+        head=changes.head,
+        base_reason=changes.base_reason,
+        changes=changes.changes,
+        actions=actions,
+        skipped=tuple(skipped),
+        unmatched=tuple(unmatched),
+        warnings=tuple(warnings),
+    )
+
+
+def _all_singletons(rules: Rules) -> list[str]:
+    named = {d.kind for r in rules.rules for d in r.do}
+    wanted = [k for k in ("test", "upload_source", "compile_pipeline", "deploy_function") if k in named]
+    return [*wanted, "publish"]
+
+
+class _ComponentIndex:
+    """Which components a path belongs to, and which can be built at head."""
+
+    def __init__(self, rules: Rules, existing: Collection[str], warnings: dict[str, None]) -> None:
+        self._contexts = sorted(((c.context, c.name) for c in rules.components), reverse=True)
+        self._existing = {c.name for c in rules.components if c.context in existing}
+        self._missing = {c.name: c.context for c in rules.components if c.context not in existing}
+        self._names = [c.name for c in rules.components]
+        self._warnings = warnings
+
+    def containing(self, path: str) -> list[str]:
+        return [name for ctx, name in self._contexts if path == ctx or path.startswith(ctx + "/")]
+
+    def buildable_name(self, name: str) -> bool:
+        if name in self._existing:
+            return True
+        self._warnings.setdefault(
+            f"component '{name}': its context '{self._missing[name]}' does not exist at head; "
+            "its image is not built",
+            None,
+        )
+        return False
+
+    def buildable(self) -> list[str]:
+        return [name for name in self._names if self.buildable_name(name)]
+
+
+def _with_implications(drafts: dict[str, _Draft], rules: Rules) -> tuple[Action, ...]:
+    def implied(kind: str, by: Iterable[str]) -> None:
+        draft = drafts.setdefault(kind, _Draft(kind, None))
+        for source in by:
+            draft.reasons.setdefault(Reason(implied_by=source), None)
+
+    images = sorted(i for i, d in drafts.items() if d.kind == "build_image")
+    if images:
+        implied("compile_pipeline", images)
+    runs = [i for i in ("compile_pipeline", "upload_source") if i in drafts]
+    if runs:
+        implied("publish", runs)
+    if drafts and "test" not in drafts and rules.test is not None:
+        implied("test", sorted(drafts))
+
+    needs: dict[str, list[str]] = {i: [] for i in drafts}
+    if "compile_pipeline" in drafts:
+        needs["compile_pipeline"] += images
+    if "publish" in drafts:
+        needs["publish"] += [
+            i for i in ("upload_source", "compile_pipeline", "deploy_function") if i in drafts
+        ]
+    if "test" in drafts:
+        for action_id in drafts:
+            if action_id != "test":
+                needs[action_id].insert(0, "test")
+
+    order = stable_topological_sort(sorted(drafts, key=_canonical_rank), needs)
+    return tuple(
+        Action(
+            id=action_id,
+            kind=drafts[action_id].kind,
+            target=drafts[action_id].target,
+            needs=tuple(needs[action_id]),
+            reasons=tuple(drafts[action_id].reasons),
+        )
+        for action_id in order
+    )
+
+
+def _canonical_rank(action_id: str) -> tuple[int, str]:
+    kind = action_id.partition(":")[0]
+    ranks = {"test": 0, "build_image": 1, "upload_source": 2, "compile_pipeline": 3}
+    ranks |= {"deploy_function": 4, "publish": 5}
+    return ranks.get(kind, 9), action_id
+
+
+class CycleError(ValueError):
+    """The graph has a cycle; the message names it."""
+
+
+def stable_topological_sort(
+    nodes: Sequence[str], needs: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """Order ``nodes`` so each comes after what it needs, otherwise keeping the given order."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = path[path.index(node) :] + [node]
+            raise CycleError("dependency cycle: " + " -> ".join(cycle))
+        state[node] = 1
+        path.append(node)
+        for dependency in needs.get(node, ()):
+            visit(dependency)
+        path.pop()
+        state[node] = 2
+        order.append(node)
+
+    for node in nodes:
+        visit(node)
+    return order
+

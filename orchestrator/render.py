@@ -1,0 +1,228 @@
+"""Plan -> JSON, plain text, a rich table, markdown (with a mermaid graph), GitHub outputs.
+
+Pure string builders, except ``write_github`` and ``print_table`` which take the files/console
+they write to as parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import IO, Any
+
+from orchestrator.matching import RuleExplanation
+from orchestrator.model import ACTION_KINDS, Action, Plan, Reason
+
+PLAN_SCHEMA = 1
+SHOWN_REASONS = 5
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def reason_to_json(reason: Reason) -> dict[str, Any]:
+    data: dict[str, Any] = {"path": reason.path, "rule": reason.rule, "pattern": reason.pattern}
+    if reason.implied_by is not None:
+        data["implied_by"] = reason.implied_by
+    if reason.note is not None:
+        data["note"] = reason.note
+    return data
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "schema": PLAN_SCHEMA,
+        "base": plan.base,
+        "head": plan.head,
+        "base_reason": plan.base_reason,
+        "changes": [
+            {"status": c.status, "path": c.path, "old_path": c.old_path} for c in plan.changes
+        ],
+        "actions": [
+            {
+                "id": a.id,
+                "kind": a.kind,
+                "target": a.target,
+                "needs": list(a.needs),
+                "reasons": [reason_to_json(r) for r in a.reasons],
+            }
+            for a in plan.actions
+        ],
+        "skipped": [{"path": s.path, "rule": s.rule} for s in plan.skipped],
+        "unmatched": list(plan.unmatched),
+        "warnings": list(plan.warnings),
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+# -- text ----------------------------------------------------------------------------------
+
+
+def describe_reason(reason: Reason) -> str:
+    if reason.implied_by is not None:
+        return f"implied by {reason.implied_by}"
+    if reason.pattern is None:
+        return f"{reason.path} ({reason.note or reason.rule})"
+    return f"{reason.path} (rule {reason.rule}: {reason.pattern})"
+
+
+def summarize_reasons(action: Action, limit: int = SHOWN_REASONS) -> list[str]:
+    shown = [describe_reason(r) for r in action.reasons[:limit]]
+    if len(action.reasons) > limit:
+        shown.append(f"... and {len(action.reasons) - limit} more")
+    return shown
+
+
+def _range(plan: Plan) -> str:
+    base = plan.base[:12] if plan.base else "(empty tree)"
+    return f"{base}..{plan.head[:12]} ({plan.base_reason}), {len(plan.changes)} changed path(s)"
+
+
+def render_text(plan: Plan) -> str:
+    lines = [f"Plan for {_range(plan)}"]
+    if not plan.actions:
+        lines.append("Nothing to do.")
+    for index, action in enumerate(plan.actions, start=1):
+        needs = f"  (needs {', '.join(action.needs)})" if action.needs else ""
+        lines.append(f"{index}. {action.id}{needs}")
+        lines.extend(f"     - {text}" for text in summarize_reasons(action))
+    if plan.skipped:
+        lines.append(f"Skipped: {len(plan.skipped)} path(s) matched only skip rules")
+        lines.extend(f"     - {s.path} (rule {s.rule})" for s in plan.skipped[:SHOWN_REASONS])
+        if len(plan.skipped) > SHOWN_REASONS:
+            lines.append(f"     ... and {len(plan.skipped) - SHOWN_REASONS} more")
+    if plan.unmatched:
+        lines.append(f"Unmatched: {len(plan.unmatched)} path(s) matched no rule")
+        lines.extend(f"     - {p}" for p in plan.unmatched[:SHOWN_REASONS])
+    lines.extend(f"Warning: {w}" for w in plan.warnings)
+    return "\n".join(lines) + "\n"
+
+
+def print_table(plan: Plan, console: Any) -> None:
+    """A rich table for terminals; ``console`` is a ``rich.console.Console``."""
+    from rich.table import Table
+
+    table = Table(title=f"Plan for {_range(plan)}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("action", style="bold")
+    table.add_column("needs")
+    table.add_column("because")
+    for index, action in enumerate(plan.actions, start=1):
+        table.add_row(
+            str(index),
+            action.id,
+            "\n".join(action.needs),
+            "\n".join(summarize_reasons(action)),
+            end_section=True,
+        )
+    if plan.actions:
+        console.print(table)
+    else:
+        console.print(f"Plan for {_range(plan)}\n[green]Nothing to do.[/green]")
+    if plan.skipped:
+        console.print(f"[dim]Skipped {len(plan.skipped)} path(s) that matched only skip rules.[/dim]")
+    if plan.unmatched:
+        console.print(f"[yellow]{len(plan.unmatched)} path(s) matched no rule.[/yellow]")
+    for warning in plan.warnings:
+        console.print(f"[yellow]Warning:[/yellow] {warning}", markup=True, highlight=False)
+
+
+# -- markdown ------------------------------------------------------------------------------
+
+
+def _md(text: str) -> str:
+    return (
+        text.replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("`", "\\`")
+        .replace("<", "&lt;")
+        .replace("\n", "\\n")
+    )
+
+
+def _mermaid_id(action_id: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in action_id)
+
+
+def render_mermaid(plan: Plan) -> str:
+    lines = ["graph LR"]
+    for action in plan.actions:
+        lines.append(f'  {_mermaid_id(action.id)}["{action.id}"]')
+    for action in plan.actions:
+        for dependency in action.needs:
+            lines.append(f"  {_mermaid_id(dependency)} --> {_mermaid_id(action.id)}")
+    return "\n".join(lines)
+
+
+def render_markdown(plan: Plan) -> str:
+    out = ["### Build plan", "", f"`{_md(_range(plan))}`", ""]
+    if not plan.actions:
+        out.append("**Nothing to do**: no changed path needs a build or a run.")
+    else:
+        out += ["| # | action | needs | because |", "|---|---|---|---|"]
+        for index, action in enumerate(plan.actions, start=1):
+            because = "<br>".join(_md(r) for r in summarize_reasons(action))
+            out.append(f"| {index} | `{action.id}` | {', '.join(action.needs)} | {because} |")
+        out += ["", "```mermaid", render_mermaid(plan), "```"]
+    if plan.skipped:
+        out += ["", f"<details><summary>{len(plan.skipped)} skipped path(s)</summary>", ""]
+        out += [f"- `{_md(s.path)}` (rule {_md(s.rule)})" for s in plan.skipped[:50]]
+        out += ["", "</details>"]
+    if plan.unmatched:
+        out += ["", f"<details><summary>{len(plan.unmatched)} unmatched path(s)</summary>", ""]
+        out += [f"- `{_md(p)}`" for p in plan.unmatched[:50]]
+        out += ["", "</details>"]
+    if plan.warnings:
+        out += [""] + [f"> :warning: {_md(w)}" for w in plan.warnings]
+    return "\n".join(out) + "\n"
+
+
+# -- GitHub Actions ------------------------------------------------------------------------
+
+
+def github_outputs(plan: Plan) -> dict[str, str]:
+    """The step outputs: ``actions`` (JSON), one boolean per action kind, ``has_work``."""
+    kinds = {a.kind for a in plan.actions}
+    outputs = {"actions": json.dumps([a.id for a in plan.actions])}
+    for kind in ACTION_KINDS:
+        outputs[kind] = "true" if kind in kinds else "false"
+    outputs["images"] = json.dumps([a.target for a in plan.actions if a.kind == "build_image"])
+    outputs["has_work"] = "true" if plan.actions else "false"
+    outputs["base"] = plan.base or ""
+    outputs["head"] = plan.head
+    return outputs
+
+
+def write_github(plan: Plan, output: IO[str] | None, summary: IO[str] | None) -> None:
+    """Append outputs to ``$GITHUB_OUTPUT`` and the markdown plan to ``$GITHUB_STEP_SUMMARY``."""
+    if output is not None:
+        for key, value in github_outputs(plan).items():
+            output.write(f"{key}={value}\n")
+    if summary is not None:
+        summary.write(render_markdown(plan))
+
+
+# -- explain -------------------------------------------------------------------------------
+
+
+def render_explanations(
+    explained: Sequence[tuple[str, Sequence[RuleExplanation], Sequence[str], str]],
+) -> str:
+    """Each entry: path, the rules that touched it, the actions it causes, its outcome."""
+    lines: list[str] = []
+    for path, rules, actions, outcome in explained:
+        lines.append(f"{path}")
+        if not rules:
+            lines.append("  matches no rule")
+        for rule in rules:
+            verdict = "included" if rule.included else "excluded"
+            lines.append(f"  rule {rule.rule}: {verdict} by {rule.deciding!r}")
+            for v in rule.verdicts:
+                if v.matched:
+                    mark = "negation, matches" if v.negation else "matches"
+                    lines.append(f"    {v.pattern!r}: {mark}")
+        lines.append(f"  => {outcome}" + (f": {', '.join(actions)}" if actions else ""))
+    return "\n".join(lines) + "\n"
