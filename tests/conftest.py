@@ -2,5 +2,7 @@
 
 pytest_plugins: list[str] = [
     "tests.fixtures.gcs",
+    "tests.fixtures.gitrepo",
     "tests.fixtures.pubsub",
+    "tests.fixtures.cloudbuild_server",
 ]

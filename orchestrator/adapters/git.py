@@ -1,0 +1,258 @@
+"""The one module that calls git (through :mod:`orchestrator.adapters.process`).
+
+Every query addresses the repository explicitly (``git -C <repo>``) and asks for
+machine-readable output (``-z``, ``--porcelain``, explicit ``--format``), and passes the
+flags that make results independent of the user's configuration: rename detection on
+(``-M``), no external diff or textconv, no color, no ``diff.relative``. Paths come back
+as raw bytes; decoding them is the caller's business (:mod:`orchestrator.changes`).
+
+Failures become :class:`~orchestrator.errors.GitError` with one sentence that names
+what went wrong; queries whose "no" answer is normal (a missing commit, no merge-base)
+return ``None`` or ``False`` instead of raising.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import CompletedProcess
+
+from orchestrator.adapters.process import CommandFailed, last_line, run
+from orchestrator.errors import GitError
+
+#: Variables that would point git at another repository, index or object store than
+#: the one this adapter was asked about (they are set inside git hooks, for example).
+_REPO_LOCATION_VARIABLES = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+
+#: Configuration that must not change what we read, whatever the user's gitconfig says.
+_CONFIG_OVERRIDES = (
+    "-c", "core.quotepath=off",
+    "-c", "color.ui=never",
+    "-c", "log.showSignature=false",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A commit as stored: its id and the parents recorded in the object.
+
+    ``parents`` are the real parents even in a shallow clone (where git pretends the
+    boundary commits have none), so "root commit" and "history cut off" differ.
+    """
+
+    sha: str
+    parents: tuple[str, ...]
+
+
+class Git:
+    """Queries against one repository. ``env`` defaults to the process environment."""
+
+    def __init__(self, repo: Path | str, *, env: Mapping[str, str] | None = None) -> None:
+        self.repo = Path(repo)
+        base_env = dict(os.environ if env is None else env)
+        for name in _REPO_LOCATION_VARIABLES:
+            base_env.pop(name, None)
+        # Never prompt for credentials, and let read-only queries (status) skip the
+        # optional index lock so they cannot collide with a concurrent git command.
+        base_env["GIT_TERMINAL_PROMPT"] = "0"
+        base_env["GIT_OPTIONAL_LOCKS"] = "0"
+        self._env = base_env
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _run(
+        self, *args: str, input: bytes | None = None, check: bool = True
+    ) -> CompletedProcess[bytes]:
+        argv = ["git", "-C", str(self.repo), *_CONFIG_OVERRIDES, *args]
+        try:
+            return run(argv, env=self._env, input=input, check=check)
+        except CommandFailed as exc:
+            detail = last_line(exc.stderr) or f"exit code {exc.returncode}"
+            raise GitError(f"git {args[0]} failed in {self.repo}: {detail}") from exc
+
+    def _unexpected(self, what: str, completed: CompletedProcess[bytes]) -> GitError:
+        detail = last_line(completed.stderr) or f"exit code {completed.returncode}"
+        return GitError(f"git could not {what} in {self.repo}: {detail}")
+
+    # -- commits ----------------------------------------------------------------
+
+    def read_commits(self, revs: Sequence[str]) -> tuple[Commit | None, ...]:
+        """Resolve each revision to a :class:`Commit`, or ``None`` when it is not in the clone.
+
+        One ``git cat-file --batch`` call for all of them. A revision that names
+        something other than a commit (after peeling tags) counts as missing.
+        """
+        if not revs:
+            return ()
+        for rev in revs:
+            if not rev or "\n" in rev:
+                raise GitError(f"'{rev}' is not a valid revision.")
+        request = "".join(f"{rev}^{{commit}}\n" for rev in revs).encode()
+        out = self._run(
+            "cat-file", "--batch=%(objectname) %(objecttype) %(objectsize)", input=request
+        ).stdout
+        results: list[Commit | None] = []
+        pos = 0
+        for rev in revs:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode("utf-8", "surrogateescape")
+            pos = end + 1
+            parts = header.rsplit(" ", 2)
+            if len(parts) == 3 and parts[1] == "commit" and parts[2].isdigit():
+                size = int(parts[2])
+                body = out[pos : pos + size]
+                pos += size + 1  # the object, then a newline
+                results.append(Commit(parts[0], _parents(body)))
+            elif header.endswith(" ambiguous"):
+                raise GitError(f"'{rev}' is ambiguous in {self.repo}; give a longer sha.")
+            else:  # "<rev>^{commit} missing"
+                results.append(None)
+        return tuple(results)
+
+    def read_commit(self, rev: str) -> Commit | None:
+        return self.read_commits([rev])[0]
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of ``a`` and ``b``, or ``None`` when there is none."""
+        completed = self._run("merge-base", "--end-of-options", a, b, check=False)
+        if completed.returncode == 0:
+            return completed.stdout.decode().strip() or None
+        if completed.returncode == 1 and not completed.stderr.strip():
+            return None
+        raise self._unexpected(f"find the merge-base of {a} and {b}", completed)
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        completed = self._run(
+            "merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant,
+            check=False,
+        )  # fmt: skip
+        if completed.returncode in (0, 1) and not completed.stderr.strip():
+            return completed.returncode == 0
+        raise self._unexpected(f"tell whether {ancestor} is an ancestor of {descendant}", completed)
+
+    def empty_tree(self) -> str:
+        """The id of the empty tree in this repository's hash (sha1 or sha256)."""
+        return self._run("hash-object", "-t", "tree", "--stdin", input=b"").stdout.decode().strip()
+
+    def resolve_ref(self, candidates: Sequence[str]) -> str | None:
+        """The first of ``candidates`` (full ref names) that exists as a commit, or ``None``."""
+        for candidate, commit in zip(candidates, self.read_commits(candidates), strict=True):
+            if commit is not None:
+                return candidate
+        return None
+
+    def default_branch(self, name: str | None = None, *, remote: str = "origin") -> str | None:
+        """The ref of the default branch: ``name`` when given (e.g. from a CI payload),
+        else what ``refs/remotes/<remote>/HEAD`` points to. ``None`` when not in the clone.
+        """
+        if name:
+            short = name.removeprefix("refs/heads/")
+            return self.resolve_ref([f"refs/remotes/{remote}/{short}", f"refs/heads/{short}"])
+        completed = self._run("symbolic-ref", "-q", f"refs/remotes/{remote}/HEAD", check=False)
+        target = completed.stdout.decode("utf-8", "surrogateescape").strip()
+        if completed.returncode != 0 or not target:
+            return None
+        return self.resolve_ref([target])
+
+    # -- shallow clones -----------------------------------------------------------
+
+    def is_shallow(self) -> bool:
+        out = self._run("rev-parse", "--is-shallow-repository").stdout
+        return out.strip() == b"true"
+
+    def deepen(self, by: int, *, remote: str = "origin") -> None:
+        """Fetch ``by`` more commits of history below the shallow boundary."""
+        self._fetch(f"--deepen={by}", remote)
+
+    def unshallow(self, *, remote: str = "origin") -> None:
+        """Fetch the complete history."""
+        self._fetch("--unshallow", remote)
+
+    def _fetch(self, how: str, remote: str) -> None:
+        completed = self._run(
+            "fetch", "--quiet", "--no-tags", "--no-recurse-submodules", how, remote,
+            check=False,
+        )  # fmt: skip
+        if completed.returncode != 0:
+            raise GitError(
+                f"could not fetch more history from '{remote}' into the shallow clone "
+                f"{self.repo} ({last_line(completed.stderr) or completed.returncode}); "
+                "clone with full history instead (GitHub Actions: fetch-depth: 0)."
+            )
+
+    # -- changes ------------------------------------------------------------------
+
+    def diff_name_status(self, base: str, head: str) -> bytes:
+        """Raw ``--name-status -z`` output between two commits (or trees), renames detected."""
+        return self._run(
+            "diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv",
+            "--no-color", "--no-relative", "--ignore-submodules=none",
+            "--end-of-options", base, head, "--",
+        ).stdout  # fmt: skip
+
+    def status_porcelain(self) -> bytes:
+        """Raw ``status --porcelain=v1 -z`` output: staged, unstaged and untracked files
+        (not ignored ones), relative to the checked-out HEAD.
+        """
+        return self._run(
+            "status", "--porcelain=v1", "-z", "--untracked-files=all", "--renames",
+            "--ignore-submodules=none",
+        ).stdout  # fmt: skip
+
+    # -- trees --------------------------------------------------------------------
+
+    def existing_dirs(
+        self, head: str, dirs: Sequence[str], working_tree: bool = False
+    ) -> frozenset[str]:
+        """Which of ``dirs`` (repository-relative) are directories at ``head``.
+
+        Returns the given strings unchanged. With ``working_tree`` the filesystem is
+        asked instead (the working tree is what will be built). One git call for all.
+        """
+        if working_tree:
+            return frozenset(d for d in dirs if (self.repo / _normalize_dir(d)).is_dir())
+        wanted = [d for d in dirs if "\n" not in d]
+        found = {d for d in dirs if "\n" in d and self._is_tree(head, _normalize_dir(d))}
+        if wanted:
+            request = "".join(f"{_tree_rev(head, _normalize_dir(d))}\n" for d in wanted)
+            out = self._run(
+                "cat-file", "--batch-check=%(objecttype)", input=request.encode()
+            ).stdout.split(b"\n")
+            found.update(d for d, kind in zip(wanted, out, strict=False) if kind == b"tree")
+        return frozenset(found)
+
+    def _is_tree(self, head: str, path: str) -> bool:
+        completed = self._run("cat-file", "-t", _tree_rev(head, path), check=False)
+        return completed.returncode == 0 and completed.stdout.strip() == b"tree"
+
+
+def _parents(commit_object: bytes) -> tuple[str, ...]:
+    parents: list[str] = []
+    for line in commit_object.split(b"\n"):
+        if not line:  # end of the header
+            break
+        if line.startswith(b"parent "):
+            parents.append(line[7:].decode())
+    return tuple(parents)
+
+
+def _normalize_dir(path: str) -> str:
+    path = path.strip("/")
+    while path.startswith("./"):
+        path = path[2:].lstrip("/")
+    return "" if path == "." else path
+
+
+def _tree_rev(head: str, path: str) -> str:
+    return f"{head}^{{tree}}" if not path else f"{head}:{path}"

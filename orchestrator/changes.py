@@ -1,0 +1,354 @@
+"""Which paths changed between a base and a head commit, and why that base.
+
+Parsing (:func:`parse_name_status`, :func:`parse_status_porcelain`) is pure and works on
+git's NUL-separated output, so paths arrive exactly as git stores them (unicode, spaces,
+quotes, ``$``, newlines) whatever ``core.quotepath`` says. Bytes that are not UTF-8
+survive as surrogate escapes (``path.encode("utf-8", "surrogateescape")`` gives them back).
+
+:func:`resolve_changes` picks the base, makes sure the history it needs is in the clone,
+and diffs. The base, in order of precedence:
+
+==========================================  =================================================
+``base_reason``                             base
+==========================================  =================================================
+``explicit``                                ``--base``
+``github-push``                             the push's ``before``
+``github-push-new-branch-merge-base``       new branch (``before`` all zeros): merge-base of
+                                            head and the default branch
+``github-push-new-branch-no-merge-base``    new branch whose default branch is not in the
+                                            clone, has no common history, or is the branch
+                                            being created: none, everything at head changed
+``github-forced-push-merge-base``           forced push whose ``before`` is not an ancestor of
+                                            head: merge-base of ``before`` and head
+``github-forced-push-default-branch-merge-base``  forced push whose ``before`` is gone from the
+                                            history: merge-base of head and the default branch
+``github-forced-push-no-merge-base``        ... and that cannot be found either: everything
+``github-pull-request-merge-base``          merge-base of the PR's base and head shas
+``github-pull-request-no-merge-base``       PR with unrelated histories: everything
+``github-merge-group``                      the merge group's ``base_sha``
+``cloudbuild-base-sha``                     ``_BASE_SHA`` from the environment
+``first-parent``                            head's first parent (merges: the mainline side)
+``root-commit``                             head has no parent: the empty tree, everything
+==========================================  =================================================
+
+With ``working_tree=True`` the reason gets a ``+working-tree`` suffix and the staged,
+unstaged and untracked (not ignored) files of the checkout are added to the range's
+changes (a path already changed in the range keeps its range entry).
+
+History that is not in the clone is never mistaken for "no changes": a shallow clone is
+deepened (``git fetch --deepen``) step by step up to :data:`DEEPEN_LIMIT` commits until
+the commits it needs are there, and anything still missing is a
+:class:`~orchestrator.errors.GitError` (exit 2) that says how to fetch it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from orchestrator.adapters.git import Commit, Git
+from orchestrator.ci_env import BaseHint, ci_base_hint
+from orchestrator.errors import GitError, InputError
+from orchestrator.model import ChangedPath, ChangeSet, ChangeStatus
+
+#: How many commits of history a shallow clone may be deepened by, in total, and in
+#: which steps (most bases are a few commits away; a long-lived branch needs more).
+DEEPEN_STEPS: tuple[int, ...] = (100, 400, 1_500, 8_000)
+DEEPEN_LIMIT = sum(DEEPEN_STEPS)
+
+WORKING_TREE_SUFFIX = "+working-tree"
+
+_FETCH_HINT = "fetch the full history (GitHub Actions: actions/checkout with fetch-depth: 0)"
+
+_SIMPLE_STATUSES: dict[str, ChangeStatus] = {"A": "A", "M": "M", "D": "D", "T": "T"}
+
+
+# ---------------------------------------------------------------------------------
+# Parsing (pure)
+# ---------------------------------------------------------------------------------
+
+
+def parse_name_status(raw: bytes) -> tuple[ChangedPath, ...]:
+    """Parse ``git diff --name-status -z`` output.
+
+    ``A``/``M``/``D``/``T`` keep their letter; ``R<score>`` becomes ``R`` with ``old_path``;
+    a copy ``C<score>`` counts as the new path added. Anything else is a GitError.
+    """
+    if not raw:
+        return ()
+    fields = raw.decode("utf-8", "surrogateescape").split("\0")
+    if fields[-1] == "":
+        fields.pop()
+    changes: list[ChangedPath] = []
+    append = changes.append
+    simple = _SIMPLE_STATUSES
+    count = len(fields)
+    i = 0
+    try:
+        while i < count:
+            status = fields[i]
+            letter = simple.get(status[:1])
+            if letter is not None:
+                append(ChangedPath(letter, fields[i + 1]))
+                i += 2
+            elif status[:1] == "R":
+                append(ChangedPath("R", fields[i + 2], fields[i + 1]))
+                i += 3
+            elif status[:1] == "C":
+                append(ChangedPath("A", fields[i + 2]))
+                i += 3
+            else:
+                raise GitError(
+                    f"git diff reported an unknown change status {status!r}"
+                    f"{_for_path(fields, i + 1)}; this git version is not supported."
+                )
+    except IndexError:
+        raise GitError(
+            f"git diff output ended in the middle of an entry (status {fields[i]!r})."
+        ) from None
+    return tuple(changes)
+
+
+def parse_status_porcelain(raw: bytes) -> tuple[ChangedPath, ...]:
+    """Parse ``git status --porcelain=v1 -z`` output into changes relative to HEAD.
+
+    Untracked files are added; a rename (in the index or the working tree) keeps both
+    paths; a copy is the new path added; a path that is added in the index counts as
+    added even if changed again afterwards; unmerged paths count as modified.
+    """
+    if not raw:
+        return ()
+    fields = raw.decode("utf-8", "surrogateescape").split("\0")
+    if fields[-1] == "":
+        fields.pop()
+    changes: list[ChangedPath] = []
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        if len(entry) < 4 or entry[2] != " ":
+            raise GitError(f"git status printed an entry this tool cannot read: {entry!r}.")
+        xy, path = entry[:2], entry[3:]
+        i += 1
+        if "R" in xy or "C" in xy:
+            if i >= len(fields):
+                raise GitError(f"git status output ended in the middle of {entry!r}.")
+            original = fields[i]
+            i += 1
+            changes.append(
+                ChangedPath("R", path, original) if "R" in xy else ChangedPath("A", path)
+            )
+        elif xy == "??" or "A" in xy:
+            changes.append(ChangedPath("A", path))
+        elif "U" in xy or xy in ("DD",):
+            changes.append(ChangedPath("M", path))
+        elif "D" in xy:
+            changes.append(ChangedPath("D", path))
+        elif "T" in xy:
+            changes.append(ChangedPath("T", path))
+        elif "M" in xy:
+            changes.append(ChangedPath("M", path))
+        else:
+            raise GitError(f"git status reported an unknown status {xy!r} for {path!r}.")
+    return tuple(changes)
+
+
+def merge_changes(
+    range_changes: Sequence[ChangedPath], extra: Sequence[ChangedPath]
+) -> tuple[ChangedPath, ...]:
+    """The range's changes plus those of ``extra`` whose paths the range does not touch,
+    sorted by path.
+    """
+    seen = {p for change in range_changes for p in change.touched()}
+    added = [c for c in extra if not all(p in seen for p in c.touched())]
+    if not added:
+        return tuple(range_changes)
+    return tuple(sorted((*range_changes, *added), key=lambda c: (c.path, c.old_path or "")))
+
+
+def _for_path(fields: Sequence[str], index: int) -> str:
+    return f" for {fields[index]!r}" if index < len(fields) else ""
+
+
+# ---------------------------------------------------------------------------------
+# Resolving the range (talks to git through the adapter)
+# ---------------------------------------------------------------------------------
+
+
+def resolve_changes(
+    git: Git,
+    *,
+    base: str | None,
+    head: str = "HEAD",
+    working_tree: bool = False,
+    env: Mapping[str, str],
+) -> ChangeSet:
+    """The changes between the chosen base and ``head`` (see the module docstring).
+
+    ``env`` is the environment to read CI variables from (pass ``os.environ`` from the
+    CLI; tests pass their own). An explicit ``base`` wins over anything in ``env``.
+    """
+    history = _History(git)
+    if base is not None:
+        head_commit, base_commit = history.read([head, base])
+        head_commit = history.require(head, head_commit, "--head")
+        base_sha: str | None = history.require(base, base_commit, "--base").sha
+        reason = "explicit"
+    else:
+        head_commit = history.require(head, history.read([head])[0], "--head")
+        hint = ci_base_hint(env)
+        if hint is None:
+            base_sha, reason = _first_parent(head_commit)
+        else:
+            base_sha, reason = _from_hint(history, hint, head_commit)
+
+    if base_sha is None:
+        changes = parse_name_status(git.diff_name_status(git.empty_tree(), head_commit.sha))
+    else:
+        changes = parse_name_status(history.diff(base_sha, head_commit.sha))
+    if working_tree:
+        changes = merge_changes(changes, parse_status_porcelain(git.status_porcelain()))
+        reason += WORKING_TREE_SUFFIX
+    return ChangeSet(base=base_sha, head=head_commit.sha, base_reason=reason, changes=changes)
+
+
+def _first_parent(head: Commit) -> tuple[str | None, str]:
+    if not head.parents:
+        return None, "root-commit"
+    return head.parents[0], "first-parent"
+
+
+def _from_hint(history: _History, hint: BaseHint, head: Commit) -> tuple[str | None, str]:
+    if hint.kind == "cloudbuild":
+        sha = _given(hint.base, "_BASE_SHA")
+        return history.require_sha(sha, "_BASE_SHA"), "cloudbuild-base-sha"
+    if hint.kind == "github-merge-group":
+        sha = _given(hint.base, "merge_group.base_sha")
+        return history.require_sha(sha, "merge_group.base_sha"), "github-merge-group"
+    if hint.kind == "github-pull-request":
+        pr_base = _given(hint.base, "pull_request.base.sha")
+        pr_head = _given(hint.head, "pull_request.head.sha")
+        pr_base = history.require_sha(pr_base, "pull_request.base.sha")
+        pr_head = history.require_sha(pr_head, "pull_request.head.sha")
+        merge_base = history.merge_base(pr_base, pr_head)
+        if merge_base is None:
+            return None, "github-pull-request-no-merge-base"
+        return merge_base, "github-pull-request-merge-base"
+    # push
+    if hint.base is None:
+        return _new_branch(history, hint, head)
+    if not hint.forced:
+        return history.require_sha(hint.base, "the push's 'before'"), "github-push"
+    # A forced push may have rewritten `before` away: diff from where the histories meet.
+    if history.find(hint.base) is not None:
+        merge_base = history.merge_base(hint.base, head.sha)
+        if merge_base == hint.base:
+            return merge_base, "github-push"
+        if merge_base is not None:
+            return merge_base, "github-forced-push-merge-base"
+    default = _default_branch_merge_base(history, hint, head)
+    if default is None:
+        return None, "github-forced-push-no-merge-base"
+    return default, "github-forced-push-default-branch-merge-base"
+
+
+def _given(value: str | None, name: str) -> str:
+    if not value:
+        raise InputError(f"the CI environment gives no {name}; pass --base.")
+    return value
+
+
+def _new_branch(history: _History, hint: BaseHint, head: Commit) -> tuple[str | None, str]:
+    merge_base = _default_branch_merge_base(history, hint, head)
+    if merge_base is None:
+        return None, "github-push-new-branch-no-merge-base"
+    return merge_base, "github-push-new-branch-merge-base"
+
+
+def _default_branch_merge_base(history: _History, hint: BaseHint, head: Commit) -> str | None:
+    if hint.default_branch and hint.ref == f"refs/heads/{hint.default_branch}":
+        return None  # the default branch itself is being created: all of it is new
+    ref = history.git.default_branch(hint.default_branch)
+    if ref is None:
+        return None
+    return history.merge_base(ref, head.sha)
+
+
+class _History:
+    """The commits a resolution needs, fetching more of a shallow clone's history on demand.
+
+    Deepening happens at most :data:`DEEPEN_LIMIT` commits in total per resolution.
+    """
+
+    def __init__(self, git: Git) -> None:
+        self.git = git
+        self._shallow: bool | None = None
+        self._steps = list(DEEPEN_STEPS)
+        self.deepened_by = 0
+
+    def read(self, revs: Sequence[str]) -> tuple[Commit | None, ...]:
+        return self.git.read_commits(revs)
+
+    def find(self, rev: str) -> Commit | None:
+        """The commit, deepening a shallow clone until it appears (or the limit is hit)."""
+        commit = self.git.read_commit(rev)
+        while commit is None and self._deepen():
+            commit = self.git.read_commit(rev)
+        return commit
+
+    def require(self, rev: str, commit: Commit | None, source: str) -> Commit:
+        """``commit`` (already read for ``rev``) or, when it is missing, the deepened one."""
+        if commit is None:
+            while commit is None and self._deepen():
+                commit = self.git.read_commit(rev)
+            if commit is None:
+                raise self._missing(rev, source)
+        return commit
+
+    def require_sha(self, rev: str, source: str) -> str:
+        return self.require(rev, self.git.read_commit(rev), source).sha
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The merge-base; in a shallow clone, deepen until it appears (or the limit is hit)."""
+        merge_base = self.git.merge_base(a, b)
+        while merge_base is None and self._deepen():
+            merge_base = self.git.merge_base(a, b)
+        return merge_base
+
+    def diff(self, base: str, head: str) -> bytes:
+        try:
+            return self.git.diff_name_status(base, head)
+        except GitError:
+            # Only the first parent reaches here unchecked: in a shallow clone it lies
+            # below the boundary. Anything else is a real failure.
+            if self.git.read_commit(base) is not None:
+                raise
+            self.require(base, None, f"the parent of {head}")
+            return self.git.diff_name_status(base, head)
+
+    def _is_shallow(self) -> bool:
+        if self._shallow is None:
+            self._shallow = self.git.is_shallow()
+        return self._shallow
+
+    def _deepen(self) -> bool:
+        """Fetch the next step of history; ``False`` when there is nothing left to try."""
+        if not self._steps or not self._is_shallow():
+            return False
+        step = self._steps.pop(0)
+        self.git.deepen(step)
+        self.deepened_by += step
+        self._shallow = None  # the fetch may have reached the root of the history
+        return True
+
+    def _missing(self, rev: str, source: str) -> GitError:
+        where = f"the clone at {self.git.repo}"
+        if rev == "HEAD" and source == "--head":
+            return GitError(f"HEAD is not a commit in {self.git.repo}: commit something first.")
+        if self.deepened_by:
+            return GitError(
+                f"{rev} ({source}) is not in {where} even after fetching {self.deepened_by} "
+                f"more commits of history; {_FETCH_HINT}, or pass a --base that is in it."
+            )
+        return GitError(
+            f"{rev} ({source}) is not a commit in {where}; if it is in the remote, "
+            f"{_FETCH_HINT}, or pass a --base that is in it."
+        )
