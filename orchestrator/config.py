@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -161,7 +161,7 @@ class _Validator:
         rules = self._rules(data, components, test)
         return Rules(
             source=self.source,
-            version=cast(int, version),
+            version=version or 0,
             project=project,
             unmatched=unmatched,
             components=components,
@@ -201,7 +201,7 @@ class _Validator:
                 key="unmatched.do",
                 line=self._key_line("do", header),
             )
-        return cast(UnmatchedPolicy, value)
+        return value
 
     def _components(self, data: Mapping[str, Any]) -> tuple[Component, ...]:
         table, _ = self._table(data, "components")
@@ -219,9 +219,7 @@ class _Validator:
                     line=header,
                 )
             if not isinstance(body, dict):
-                raise self.fail(
-                    f"must be a table, not {_describe(body)}", key=where, line=header
-                )
+                raise self.fail(f"must be a table, not {_describe(body)}", key=where, line=header)
             self._unknown_keys(body, _COMPONENT_KEYS, where=where, header=header)
             context = self._typed(
                 body, "context", str, where=where, header=header, what="a string", required=True
@@ -289,7 +287,9 @@ class _Validator:
         raw = data.get("rule", [])
         if not isinstance(raw, list):
             raise self.fail(
-                "must be an array of tables ([[rule]])", key="rule", line=self._key_line("rule", None)
+                "must be an array of tables ([[rule]])",
+                key="rule",
+                line=self._key_line("rule", None),
             )
         names: dict[str, int] = {}
         component_names = {c.name for c in components}
@@ -301,10 +301,12 @@ class _Validator:
             name = body.get("name")
             where = f"rule[{index}]" if not isinstance(name, str) else f"rule '{name}'"
             self._unknown_keys(body, _RULE_KEYS, where=where, header=header)
-            name = self._typed(
-                body, "name", str, where=where, header=header, what="a string", required=True
+            name = cast(
+                str,
+                self._typed(
+                    body, "name", str, where=where, header=header, what="a string", required=True
+                ),
             )
-            assert name is not None  # required=True
             if not name.strip():
                 raise self.fail("must not be empty", key=f"{where}.name", line=header)
             if name in names:
@@ -321,7 +323,9 @@ class _Validator:
             rules.append(Rule(name=name, patterns=patterns, do=directives, line=header))
         return tuple(rules)
 
-    def _patterns(self, body: Mapping[str, Any], *, where: str, header: int | None) -> tuple[str, ...]:
+    def _patterns(
+        self, body: Mapping[str, Any], *, where: str, header: int | None
+    ) -> tuple[str, ...]:
         value = body.get("paths")
         line = self._key_line("paths", header)
         if "paths" not in body:
@@ -383,9 +387,7 @@ class _Validator:
                     line=line,
                 )
             if ":" in item and not target:
-                raise self.fail(
-                    f"'{item}' names no component", key=f"{where}.do", line=line
-                )
+                raise self.fail(f"'{item}' names no component", key=f"{where}.do", line=line)
             if target and target not in components:
                 known = ", ".join(sorted(components)) or "none are declared"
                 raise self.fail(
@@ -422,4 +424,3 @@ def _describe(value: object) -> str:
         dict: "a table",
     }
     return names.get(type(value), type(value).__name__)
-

@@ -77,7 +77,7 @@ UnmatchedPolicy = Literal["all", "skip", "error"]
 
 @dataclass(frozen=True, slots=True)
 class Directive:
-    """One parsed ``do`` value: ``build_image:trainer`` is kind ``build_image``, target ``trainer``."""
+    """A parsed ``do`` value: ``build_image:trainer`` is kind ``build_image``, target ``trainer``."""
 
     kind: str
     target: str | None = None
@@ -148,7 +148,7 @@ class Rules:
 
 @dataclass(frozen=True, slots=True)
 class RuleHit:
-    """``rule`` matched ``path``; ``pattern`` is the pattern that decided (the last matching one)."""
+    """``rule`` matched a path; ``pattern`` is the pattern that decided (the last matching one)."""
 
     rule: str
     pattern: str

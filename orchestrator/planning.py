@@ -129,7 +129,9 @@ def plan_changes(
             apply(
                 Directive("all"),
                 path,
-                Reason(path=path, rule=UNMATCHED_RULE, note='matches no rule; [unmatched] do = "all"'),
+                Reason(
+                    path=path, rule=UNMATCHED_RULE, note='matches no rule; [unmatched] do = "all"'
+                ),
             )
 
     actions = _with_implications(drafts, rules)
@@ -147,7 +149,9 @@ def plan_changes(
 
 def _all_singletons(rules: Rules) -> list[str]:
     named = {d.kind for r in rules.rules for d in r.do}
-    wanted = [k for k in ("test", "upload_source", "compile_pipeline", "deploy_function") if k in named]
+    wanted = [
+        k for k in ("test", "upload_source", "compile_pipeline", "deploy_function") if k in named
+    ]
     return [*wanted, "publish"]
 
 
@@ -229,9 +233,7 @@ class CycleError(ValueError):
     """The graph has a cycle; the message names it."""
 
 
-def stable_topological_sort(
-    nodes: Sequence[str], needs: Mapping[str, Sequence[str]]
-) -> list[str]:
+def stable_topological_sort(nodes: Sequence[str], needs: Mapping[str, Sequence[str]]) -> list[str]:
     """Order ``nodes`` so each comes after what it needs, otherwise keeping the given order."""
     order: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
@@ -241,7 +243,7 @@ def stable_topological_sort(
         if state.get(node) == 2:
             return
         if state.get(node) == 1:
-            cycle = path[path.index(node) :] + [node]
+            cycle = [*path[path.index(node) :], node]
             raise CycleError("dependency cycle: " + " -> ".join(cycle))
         state[node] = 1
         path.append(node)
@@ -254,4 +256,3 @@ def stable_topological_sort(
     for node in nodes:
         visit(node)
     return order
-

@@ -123,7 +123,9 @@ def print_table(plan: Plan, console: Any) -> None:
     else:
         console.print(f"Plan for {_range(plan)}\n[green]Nothing to do.[/green]")
     if plan.skipped:
-        console.print(f"[dim]Skipped {len(plan.skipped)} path(s) that matched only skip rules.[/dim]")
+        console.print(
+            f"[dim]Skipped {len(plan.skipped)} path(s) that matched only skip rules.[/dim]"
+        )
     if plan.unmatched:
         console.print(f"[yellow]{len(plan.unmatched)} path(s) matched no rule.[/yellow]")
     for warning in plan.warnings:

@@ -1,0 +1,147 @@
+"""Command line: argparse, ``main(argv) -> exit code``. Wires commands to adapters; no logic.
+
+Exit codes: 0 ok or nothing to do; 1 a step failed; 2 bad input or config; 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, NoReturn
+
+from orchestrator import __version__
+from orchestrator.commands import explain, plan, validate
+from orchestrator.commands.io import CommandIO
+from orchestrator.errors import EXIT_INTERNAL, InputError, OrchestratorError
+from orchestrator.output import error_line
+from orchestrator.workflow import Target
+
+FORMATS = ("table", "json", "markdown", "github")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so ``main`` owns every exit code."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
+def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+
+    def d(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--repo", type=Path, default=d(Path()), help="repository (default: .)")
+    parser.add_argument("--rules", type=Path, default=default, help="default: <repo>/rules.toml")
+    parser.add_argument("--base", default=default, help="base ref (default: from CI, else HEAD^)")
+    parser.add_argument("--head", default=d("HEAD"), help="head ref (default: HEAD)")
+    parser.add_argument(
+        "--working-tree",
+        action="store_true",
+        default=d(False),
+        help="also include staged, unstaged and untracked files",
+    )
+    parser.add_argument("--format", choices=FORMATS, default=d("table"), help="output format")
+    parser.add_argument(
+        "--debug", action="store_true", default=d(False), help="show tracebacks on errors"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="orchestrator",
+        description="Plan (and later run) the minimal build for a commit range, from rules.toml.",
+        epilog="exit codes: 0 ok or nothing to do, 1 a step failed, 2 bad input or config, "
+        "3 internal error",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="plan the auto-detected range and print it; execute nothing",
+    )
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, text in (
+        ("plan", "print the plan for a commit range"),
+        ("validate", "check rules.toml (exit 0 or 2)"),
+    ):
+        _common(sub.add_parser(name, help=text, description=text), suppress=True)
+    explain_parser = sub.add_parser(
+        "explain", help="show which rules match the given paths", description="explain paths"
+    )
+    _common(explain_parser, suppress=True)
+    explain_parser.add_argument("paths", nargs="+", metavar="PATH")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    io = CommandIO(
+        stdout=stdout or sys.stdout,
+        stderr=stderr or sys.stderr,
+        env=os.environ if env is None else env,
+    )
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    try:
+        args = build_parser().parse_args(args_list)
+        return _dispatch(args, io)
+    except OrchestratorError as exc:
+        if debug:
+            traceback.print_exc(file=io.stderr)
+        io.stderr.write(error_line(str(exc)))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        io.stderr.write(error_line("interrupted"))
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into exit 3
+        if debug:
+            traceback.print_exc(file=io.stderr)
+        io.stderr.write(
+            error_line(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(rerun with --debug for the traceback, and please report it)"
+            )
+        )
+        return EXIT_INTERNAL
+
+
+def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
+    repo: Path = args.repo
+    target = Target(
+        repo=repo,
+        rules_path=args.rules if args.rules is not None else repo / "rules.toml",
+        base=args.base,
+        head=args.head,
+        working_tree=args.working_tree,
+    )
+    command = args.command
+    if command is None:
+        if not args.dry_run:
+            raise InputError("nothing to do: give a command (plan, explain, validate) or --dry-run")
+        return plan.run(target, args.format, io)
+    if args.dry_run and command != "plan":
+        raise InputError(f"--dry-run does not apply to '{command}'")
+    if command == "plan":
+        return plan.run(target, args.format, io)
+    if command == "validate":
+        return validate.run(target, io)
+    if command == "explain":
+        return explain.run(target, args.paths, io)
+    raise InputError(f"unknown command {command!r}")
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""``plan`` and ``--dry-run``: plan the range and print it in the chosen format."""
+
+from __future__ import annotations
+
+from orchestrator import render
+from orchestrator.commands.io import CommandIO
+from orchestrator.errors import EXIT_OK, InputError
+from orchestrator.model import Plan
+from orchestrator.output import make_console, wants_rich
+from orchestrator.workflow import Target, make_plan
+
+
+def run(target: Target, fmt: str, io: CommandIO) -> int:
+    _, plan = make_plan(target, io.env)
+    show(plan, fmt, io)
+    return EXIT_OK
+
+
+def show(plan: Plan, fmt: str, io: CommandIO) -> None:
+    if fmt == "json":
+        io.stdout.write(render.render_json(plan))
+    elif fmt == "markdown":
+        io.stdout.write(render.render_markdown(plan))
+    elif fmt == "github":
+        _write_github(plan, io)
+        io.stdout.write(render.render_text(plan))
+    elif wants_rich(io.stdout, io.env):
+        render.print_table(plan, make_console(io.stdout))
+    else:
+        io.stdout.write(render.render_text(plan))
+
+
+def _write_github(plan: Plan, io: CommandIO) -> None:
+    output_path = io.env.get("GITHUB_OUTPUT")
+    summary_path = io.env.get("GITHUB_STEP_SUMMARY")
+    if not output_path and not summary_path:
+        raise InputError(
+            "--format github needs GITHUB_OUTPUT or GITHUB_STEP_SUMMARY "
+            "(set by GitHub Actions); use --format markdown elsewhere"
+        )
+    try:
+        with (
+            open(output_path, "a", encoding="utf-8") if output_path else _null() as out,
+            open(summary_path, "a", encoding="utf-8") if summary_path else _null() as summary,
+        ):
+            render.write_github(plan, out, summary)
+    except OSError as exc:
+        raise InputError(f"cannot write the GitHub outputs: {exc}") from None
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,31 @@
+"""``validate``: load rules.toml and check it against the repository."""
+
+from __future__ import annotations
+
+from orchestrator.commands.io import CommandIO
+from orchestrator.config import load_rules
+from orchestrator.errors import EXIT_BAD_INPUT, EXIT_OK
+from orchestrator.workflow import Target, open_repo
+
+
+def run(target: Target, io: CommandIO) -> int:
+    rules = load_rules(target.rules_path)
+    problems = []
+    contexts = [c.context for c in rules.components]
+    if contexts:
+        git = open_repo(target.repo)
+        existing = git.existing_dirs(target.head, contexts, target.working_tree)
+        for component in rules.components:
+            if component.context not in existing:
+                problems.append(
+                    f"{rules.source}: [components.{component.name}] context "
+                    f"'{component.context}' does not exist at {target.head}"
+                )
+    for problem in problems:
+        io.stderr.write(f"orchestrator: error: {problem}\n")
+    if problems:
+        return EXIT_BAD_INPUT
+    io.stdout.write(
+        f"{rules.source}: ok ({len(rules.rules)} rule(s), {len(rules.components)} component(s))\n"
+    )
+    return EXIT_OK
