@@ -77,7 +77,7 @@ UnmatchedPolicy = Literal["all", "skip", "error"]
 
 @dataclass(frozen=True, slots=True)
 class Directive:
-    """A parsed ``do`` value: ``build_image:trainer`` is kind ``build_image``, target ``trainer``."""
+    """A parsed ``do`` value: ``build_image:trainer`` is kind build_image, target trainer."""
 
     kind: str
     target: str | None = None
