@@ -106,21 +106,19 @@ def publish(
 
 
 def _client(emulator: str | None, *, ordering: bool, where: str) -> Any:
-    from google.cloud import pubsub_v1
+    from google.cloud.pubsub_v1 import PublisherClient, types
 
-    options = pubsub_v1.types.PublisherOptions(enable_message_ordering=ordering)
+    options = types.PublisherOptions(enable_message_ordering=ordering)
     # One message per call: send it at once rather than waiting to fill a batch.
-    batch = pubsub_v1.types.BatchSettings(max_messages=1, max_latency=0.0)
+    batch = types.BatchSettings(max_messages=1, max_latency=0.0)
     if emulator:
         import grpc
         from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
         transport = PublisherGrpcTransport(channel=grpc.insecure_channel(emulator))
-        return pubsub_v1.PublisherClient(
-            batch_settings=batch, publisher_options=options, transport=transport
-        )
+        return PublisherClient(batch_settings=batch, publisher_options=options, transport=transport)
     try:
-        return pubsub_v1.PublisherClient(batch_settings=batch, publisher_options=options)
+        return PublisherClient(batch_settings=batch, publisher_options=options)
     except Exception as exc:  # google.auth raises several credential error types
         from google.auth import exceptions as auth_exc
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
 
 if TYPE_CHECKING:
-    from google.cloud import storage as gcs
+    from google.cloud.storage import Client as StorageClient
 
 LOCAL_BUCKET_ROOT_VAR = "ORCHESTRATOR_LOCAL_BUCKET_ROOT"
 EMULATOR_HOST_VAR = "STORAGE_EMULATOR_HOST"
@@ -296,7 +296,7 @@ def _gcs_create(
 
 
 def _same_content(
-    client: gcs.Client, target: GcsUri, data: bytes, md5: bytes, env: Mapping[str, str]
+    client: StorageClient, target: GcsUri, data: bytes, md5: bytes, env: Mapping[str, str]
 ) -> bool:
     from google.api_core import exceptions as gexc
 
@@ -332,19 +332,19 @@ def _service_name(env: Mapping[str, str]) -> str:
     return "Cloud Storage"
 
 
-def _client(env: Mapping[str, str]) -> gcs.Client:
-    from google.cloud import storage
+def _client(env: Mapping[str, str]) -> StorageClient:
+    from google.cloud.storage import Client
 
     if backend_for(env) == "emulator":
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(
+        return Client(
             project=env.get("GOOGLE_CLOUD_PROJECT") or "local-emulator",
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
             client_options={"api_endpoint": _emulator_url(env)},
         )
     try:
-        return storage.Client(project=env.get("GOOGLE_CLOUD_PROJECT"))
+        return Client(project=env.get("GOOGLE_CLOUD_PROJECT"))
     except Exception as exc:  # google.auth raises several credential error types
         raise _unreachable(exc, env) from exc
 

@@ -1,0 +1,206 @@
+"""The Cloud Build adapter: config parsing, and builds submitted to the local Cloud Build API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from orchestrator.adapters import cloudbuild
+from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
+from tests.fixtures._services import free_port
+from tests.fixtures.cloudbuild_server import LocalCloudBuild
+
+CONFIG: dict[str, Any] = {
+    "steps": [
+        {
+            "id": "test",
+            "name": "python:3.11",
+            "entrypoint": "python",
+            "args": ["-m", "pytest", "-q"],
+            "waitFor": ["-"],
+        },
+        {
+            "id": "build_image:trainer",
+            "name": "gcr.io/cloud-builders/docker",
+            "args": ["build", "-t", "r/trainer:abc", "components/trainer"],
+            "waitFor": ["test"],
+            "env": ["DOCKER_BUILDKIT=1"],
+        },
+        {
+            "id": "publish",
+            "name": "python:3.11",
+            "args": ["-m", "orchestrator", "publish"],
+            "waitFor": ["build_image:trainer"],
+        },
+    ],
+    "options": {"logging": "CLOUD_LOGGING_ONLY", "machineType": "E2_HIGHCPU_8"},
+    "timeout": "1200s",
+    "tags": ["commit-abc123"],
+    "substitutions": {"_BASE_SHA": "0123abcd"},
+}
+
+
+# --- build_from_dict ----------------------------------------------------------------------
+
+
+def test_camel_case_config_parses_into_a_build() -> None:
+    build = cloudbuild.build_from_dict(CONFIG)
+    assert [s.id for s in build.steps] == ["test", "build_image:trainer", "publish"]
+    assert [list(s.wait_for) for s in build.steps] == [["-"], ["test"], ["build_image:trainer"]]
+    assert build.steps[0].entrypoint == "python"
+    assert list(build.steps[1].env) == ["DOCKER_BUILDKIT=1"]
+    assert build.timeout.total_seconds() == 1200
+    assert build.options.machine_type.name == "E2_HIGHCPU_8"
+    assert build.options.logging.name == "CLOUD_LOGGING_ONLY"
+    assert list(build.tags) == ["commit-abc123"]
+    assert dict(build.substitutions) == {"_BASE_SHA": "0123abcd"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"stepz": []}, 'no field named "stepz"'),
+        ({"steps": [{"name": "x", "wait_four": ["a"]}]}, 'no field named "wait_four"'),
+        ({"steps": [{"name": "x"}], "options": {"machineType": "HUGE"}}, "Invalid enum value HUGE"),
+        ({"timeout": "twenty minutes"}, "timeout"),
+        ({"steps": [{"name": "x", "args": "not-a-list"}]}, "args"),
+    ],
+)
+def test_invalid_configs_are_rejected(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match="The Cloud Build config is invalid") as info:
+        cloudbuild.build_from_dict(config)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_non_json_values_are_rejected() -> None:
+    with pytest.raises(InputError, match="not JSON-serializable"):
+        cloudbuild.build_from_dict({"tags": [object()]})
+
+
+# --- submit_build against the local Cloud Build API ---------------------------------------
+
+
+def test_successful_build_is_followed_to_the_end(cloudbuild_api: LocalCloudBuild) -> None:
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=2)
+    submitted: list[cloudbuild.BuildRecord] = []
+    seen: list[cloudbuild.BuildRecord] = []
+
+    record = cloudbuild.submit_build(
+        "demo-project",
+        "us-central1",
+        CONFIG,
+        env=cloudbuild_api.env,
+        on_submitted=submitted.append,
+        on_status=seen.append,
+        poll_interval=0.01,
+    )
+
+    [request] = cloudbuild_api.requests
+    assert request.parent == "projects/demo-project/locations/us-central1"
+    assert request.project_id == "demo-project"
+    assert request.build == cloudbuild.build_from_dict(CONFIG)  # exactly what was emitted
+
+    assert record.succeeded and record.finished
+    assert record.status == "SUCCESS"
+    assert record.build_id and cloudbuild_api.polls(record.build_id) == 3
+    assert record.log_url == f"http://{cloudbuild_api.address}/builds/{record.build_id}/log"
+    assert [(s.id, s.status, s.seconds) for s in record.steps] == [
+        ("test", "SUCCESS", 2.0),
+        ("build_image:trainer", "SUCCESS", 2.0),
+        ("publish", "SUCCESS", 2.0),
+    ]
+    assert [r.status for r in submitted] == ["QUEUED"]
+    assert submitted[0].build_id == record.build_id
+    # Every change is reported once: QUEUED, WORKING (two identical polls), SUCCESS.
+    assert [r.status for r in seen] == ["QUEUED", "WORKING", "SUCCESS"]
+
+
+def test_failed_build_returns_a_failure_record(cloudbuild_api: LocalCloudBuild) -> None:
+    cloudbuild_api.finish_next_builds_with("FAILURE", failed_step="build_image:trainer")
+    record = cloudbuild.submit_build(
+        "demo-project", "europe-west1", CONFIG, env=cloudbuild_api.env, poll_interval=0.01
+    )
+    assert record.status == "FAILURE" and not record.succeeded and record.finished
+    assert [(s.id, s.status) for s in record.steps] == [
+        ("test", "SUCCESS"),
+        ("build_image:trainer", "FAILURE"),
+        ("publish", "CANCELLED"),
+    ]
+    assert record.steps[2].seconds is None
+    assert 'build step 1 "gcr.io/cloud-builders/docker" failed' in record.status_detail
+    [request] = cloudbuild_api.requests
+    assert request.parent == "projects/demo-project/locations/europe-west1"
+
+
+@pytest.mark.parametrize("status", ["INTERNAL_ERROR", "TIMEOUT", "CANCELLED"])
+def test_other_final_statuses_end_the_wait(cloudbuild_api: LocalCloudBuild, status: str) -> None:
+    cloudbuild_api.finish_next_builds_with(status)
+    record = cloudbuild.submit_build(
+        "p-1", "us-central1", CONFIG, env=cloudbuild_api.env, poll_interval=0.01
+    )
+    assert record.status == status and not record.succeeded
+
+
+def test_a_build_that_does_not_finish_in_time(cloudbuild_api: LocalCloudBuild) -> None:
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=10_000)
+    with pytest.raises(StepFailed, match=r"did not finish within .* may still be running: http"):
+        cloudbuild.submit_build(
+            "p-1",
+            "us-central1",
+            CONFIG,
+            env=cloudbuild_api.env,
+            poll_interval=0.01,
+            wait_timeout=0.3,
+        )
+
+
+def test_invalid_config_is_not_submitted(cloudbuild_api: LocalCloudBuild) -> None:
+    with pytest.raises(InputError):
+        cloudbuild.submit_build(
+            "p-1", "us-central1", {"stepz": []}, env=cloudbuild_api.env, poll_interval=0.01
+        )
+    assert cloudbuild_api.requests == []
+
+
+def test_request_the_api_rejects_is_an_input_error(cloudbuild_api: LocalCloudBuild) -> None:
+    with pytest.raises(InputError, match=r"rejected the build: .*project_id is required"):
+        cloudbuild.submit_build("", "us-central1", CONFIG, env=cloudbuild_api.env)
+
+
+def test_unreachable_endpoint_fails_quickly_naming_it() -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ServiceUnreachable, match="ORCHESTRATOR_CLOUDBUILD_ENDPOINT") as info:
+        cloudbuild.submit_build(
+            "p-1", "us-central1", CONFIG, env={cloudbuild.ENDPOINT_VAR: endpoint}
+        )
+    assert endpoint in str(info.value)
+    assert time.monotonic() - started < 10
+
+
+def test_the_real_client_can_wait_on_the_operation(cloudbuild_api: LocalCloudBuild) -> None:
+    """The local server also speaks google.longrunning, so ``operation.result()`` works."""
+    import grpc
+    from google.cloud.devtools import cloudbuild_v1
+    from google.cloud.devtools.cloudbuild_v1.services.cloud_build.transports import (
+        CloudBuildGrpcTransport,
+    )
+
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=1)
+    client = cloudbuild_v1.CloudBuildClient(
+        transport=CloudBuildGrpcTransport(channel=grpc.insecure_channel(cloudbuild_api.address))
+    )
+    operation = client.create_build(
+        project_id="p-1",
+        parent="projects/p-1/locations/us-central1",
+        build=cloudbuild.build_from_dict(CONFIG),
+        retry=None,
+        timeout=10,
+    )
+    build = operation.result(timeout=30, retry=None)
+    assert build.status == cloudbuild_v1.Build.Status.SUCCESS
+    assert build.id == operation.metadata.build.id
+    client.transport.close()
