@@ -14,7 +14,7 @@ from orchestrator.changes import (
     parse_status_porcelain,
     resolve_changes,
 )
-from orchestrator.errors import GitError
+from orchestrator.errors import GitError, InputError
 from orchestrator.model import ChangedPath, ChangeSet
 from tests.fixtures.gitrepo import GitRepo
 
@@ -263,3 +263,377 @@ def test_empty_repository_says_so(git_repo: GitRepo) -> None:
 def test_not_a_repository_is_a_git_error(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="not a git repository"):
         resolve_changes(Git(tmp_path), base=None, env=NO_CI)
+
+
+# ---------------------------------------------------------------------------------
+# The base from the CI environment (GitHub event payload files, Cloud Build)
+# ---------------------------------------------------------------------------------
+
+ZEROS = "0" * 40
+
+
+def github_env(tmp_path: Path, event: str, payload: dict[str, Any]) -> dict[str, str]:
+    path = GitRepo.write_event(tmp_path / f"{event}.json", payload)
+    return {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": event, "GITHUB_EVENT_PATH": str(path)}
+
+
+def push_payload(
+    before: str,
+    after: str,
+    *,
+    forced: bool = False,
+    ref: str = "refs/heads/main",
+    default_branch: str = "main",
+) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "before": before,
+        "after": after,
+        "base_ref": None,
+        "created": before == ZEROS,
+        "deleted": False,
+        "forced": forced,
+        "compare": f"https://github.com/octo/repo/compare/{before[:12]}...{after[:12]}",
+        "commits": [],
+        "head_commit": {"id": after, "message": "change"},
+        "repository": {"full_name": "octo/repo", "default_branch": default_branch},
+        "pusher": {"name": "octo"},
+        "sender": {"login": "octo"},
+    }
+
+
+def pull_request_payload(base_sha: str, head_sha: str, base_ref: str = "main") -> dict[str, Any]:
+    return {
+        "action": "synchronize",
+        "number": 7,
+        "pull_request": {
+            "number": 7,
+            "base": {"ref": base_ref, "sha": base_sha, "repo": {"full_name": "octo/repo"}},
+            "head": {"ref": "topic", "sha": head_sha, "repo": {"full_name": "octo/repo"}},
+        },
+        "repository": {"full_name": "octo/repo", "default_branch": "main"},
+    }
+
+
+def merge_group_payload(base_sha: str, head_sha: str) -> dict[str, Any]:
+    return {
+        "action": "checks_requested",
+        "merge_group": {
+            "head_sha": head_sha,
+            "head_ref": "refs/heads/gh-readonly-queue/main/pr-7-" + base_sha,
+            "base_sha": base_sha,
+            "base_ref": "refs/heads/main",
+            "head_commit": {"id": head_sha, "message": "Merge pull request #7"},
+        },
+        "repository": {"full_name": "octo/repo", "default_branch": "main"},
+    }
+
+
+def test_github_push_uses_before(git_repo: GitRepo, tmp_path: Path) -> None:
+    before = git_repo.commit({"a.txt": "a", "b.txt": "b"})
+    git_repo.commit({"a.txt": "a2"})
+    after = git_repo.commit({"c.txt": "c"})
+    cs = resolve(git_repo, github_env(tmp_path, "push", push_payload(before, after)))
+    assert (cs.base, cs.head, cs.base_reason) == (before, after, "github-push")
+    assert changes_of(cs) == {("M", "a.txt", None), ("A", "c.txt", None)}
+
+
+def test_explicit_base_wins_over_the_ci_environment(git_repo: GitRepo, tmp_path: Path) -> None:
+    first = git_repo.commit({"a.txt": "a"})
+    second = git_repo.commit({"b.txt": "b"})
+    git_repo.commit({"c.txt": "c"})
+    env = github_env(tmp_path, "push", push_payload(first, git_repo.rev()))
+    env["_BASE_SHA"] = first
+    cs = resolve(git_repo, env, base=second)
+    assert (cs.base, cs.base_reason) == (second, "explicit")
+
+
+def test_github_push_new_branch_uses_merge_base_with_default_branch(
+    make_git_repo: Any, tmp_path: Path
+) -> None:
+    origin: GitRepo = make_git_repo("origin")
+    fork_point = origin.commit({"main.txt": "m"})
+    origin.git("checkout", "-q", "-b", "topic")
+    origin.commit({"topic1.txt": "t"})
+    origin.commit({"topic2.txt": "t"})
+    origin.git("checkout", "-q", "main")
+    origin.commit({"main-later.txt": "m"})
+    clone = origin.clone(tmp_path / "clone", branch="topic")
+    env = github_env(tmp_path, "push", push_payload(ZEROS, clone.rev(), ref="refs/heads/topic"))
+    cs = resolve(clone, env)
+    assert (cs.base, cs.base_reason) == (fork_point, "github-push-new-branch-merge-base")
+    assert changes_of(cs) == {("A", "topic1.txt", None), ("A", "topic2.txt", None)}
+
+
+def test_github_push_new_branch_without_default_branch_is_everything(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    git_repo.commit({"a.txt": "a"})
+    git_repo.git("checkout", "-q", "-b", "topic")
+    head = git_repo.commit({"b.txt": "b"})
+    payload = push_payload(ZEROS, head, ref="refs/heads/topic", default_branch="trunk")
+    cs = resolve(git_repo, github_env(tmp_path, "push", payload))
+    assert (cs.base, cs.head, cs.base_reason) == (
+        None,
+        head,
+        "github-push-new-branch-no-merge-base",
+    )
+    assert changes_of(cs) == {("A", "a.txt", None), ("A", "b.txt", None)}
+
+
+def test_github_push_creating_the_default_branch_is_everything(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    git_repo.commit({"a.txt": "a"})
+    head = git_repo.commit({"b.txt": "b"})
+    cs = resolve(git_repo, github_env(tmp_path, "push", push_payload(ZEROS, head)))
+    assert (cs.base, cs.base_reason) == (None, "github-push-new-branch-no-merge-base")
+    assert len(cs.changes) == 2
+
+
+def rewritten_history(repo: GitRepo) -> tuple[str, str, str]:
+    """main: A - B - C, then force-pushed to A - B - D. Returns (B, C, D)."""
+    repo.commit({"a.txt": "a"})
+    b = repo.commit({"b.txt": "b"})
+    c = repo.commit({"c.txt": "c"})
+    repo.git("reset", "-q", "--hard", b)
+    d = repo.commit({"d.txt": "d"})
+    return b, c, d
+
+
+def test_github_forced_push_uses_merge_base_with_before(git_repo: GitRepo, tmp_path: Path) -> None:
+    b, c, d = rewritten_history(git_repo)
+    env = github_env(tmp_path, "push", push_payload(c, d, forced=True))
+    cs = resolve(git_repo, env)
+    assert (cs.base, cs.head, cs.base_reason) == (b, d, "github-forced-push-merge-base")
+    assert changes_of(cs) == {("A", "d.txt", None)}
+
+
+def test_github_forced_push_that_fast_forwards_uses_before(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    before = git_repo.commit({"a.txt": "a"})
+    after = git_repo.commit({"b.txt": "b"})
+    cs = resolve(git_repo, github_env(tmp_path, "push", push_payload(before, after, forced=True)))
+    assert (cs.base, cs.base_reason) == (before, "github-push")
+
+
+def test_github_forced_push_whose_before_is_gone_uses_the_default_branch(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    fork_point = git_repo.commit({"a.txt": "a"})
+    git_repo.git("checkout", "-q", "-b", "topic")
+    head = git_repo.commit({"b.txt": "b"})
+    gone = "ab" * 20  # rewritten away and never fetched
+    payload = push_payload(gone, head, forced=True, ref="refs/heads/topic")
+    cs = resolve(git_repo, github_env(tmp_path, "push", payload))
+    assert (cs.base, cs.base_reason) == (fork_point, "github-forced-push-default-branch-merge-base")
+    assert changes_of(cs) == {("A", "b.txt", None)}
+
+
+def test_github_push_whose_before_is_missing_is_an_error(git_repo: GitRepo, tmp_path: Path) -> None:
+    head = git_repo.commit({"a.txt": "a"})
+    env = github_env(tmp_path, "push", push_payload("cd" * 20, head))
+    with pytest.raises(GitError, match=r"cdcd.*push's 'before'.*fetch-depth: 0"):
+        resolve(git_repo, env)
+
+
+def pr_history(repo: GitRepo) -> dict[str, str]:
+    """main: A - M1; topic from A: T1 - T2; plus the merge GitHub tests (refs/pull/N/merge)."""
+    shas = {"A": repo.commit({"shared.txt": "s"})}
+    repo.git("checkout", "-q", "-b", "topic")
+    shas["T1"] = repo.commit({"topic1.txt": "t"})
+    shas["T2"] = repo.commit({"shared.txt": "changed on topic"})
+    repo.git("checkout", "-q", "main")
+    shas["M1"] = repo.commit({"main1.txt": "m"})
+    repo.git("checkout", "-q", "-b", "pr-merge")
+    shas["merge"] = repo.merge("topic")
+    repo.git("checkout", "-q", "topic")
+    return shas
+
+
+def test_github_pull_request_uses_merge_base_of_base_and_head(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    shas = pr_history(git_repo)
+    env = github_env(tmp_path, "pull_request", pull_request_payload(shas["M1"], shas["T2"]))
+    cs = resolve(git_repo, env)
+    assert (cs.base, cs.head, cs.base_reason) == (
+        shas["A"], shas["T2"], "github-pull-request-merge-base",
+    )  # fmt: skip
+    assert changes_of(cs) == {("A", "topic1.txt", None), ("M", "shared.txt", None)}
+
+
+def test_github_pull_request_target_is_read_like_pull_request(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    shas = pr_history(git_repo)
+    payload = pull_request_payload(shas["M1"], shas["T2"])
+    cs = resolve(git_repo, github_env(tmp_path, "pull_request_target", payload))
+    assert (cs.base, cs.base_reason) == (shas["A"], "github-pull-request-merge-base")
+
+
+def test_github_pull_request_with_unrelated_histories_is_everything(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    main = git_repo.commit({"a.txt": "a"})
+    git_repo.git("checkout", "-q", "--orphan", "other")
+    git_repo.git("rm", "-q", "-rf", ".")
+    head = git_repo.commit({"b.txt": "b"})
+    cs = resolve(git_repo, github_env(tmp_path, "pull_request", pull_request_payload(main, head)))
+    assert (cs.base, cs.base_reason) == (None, "github-pull-request-no-merge-base")
+    assert changes_of(cs) == {("A", "b.txt", None)}
+
+
+def test_github_merge_group_uses_base_sha(git_repo: GitRepo, tmp_path: Path) -> None:
+    base = git_repo.commit({"a.txt": "a"})
+    git_repo.commit({"b.txt": "b"})
+    head = git_repo.commit({"c.txt": "c"})
+    cs = resolve(git_repo, github_env(tmp_path, "merge_group", merge_group_payload(base, head)))
+    assert (cs.base, cs.head, cs.base_reason) == (base, head, "github-merge-group")
+    assert changes_of(cs) == {("A", "b.txt", None), ("A", "c.txt", None)}
+
+
+def test_cloudbuild_base_sha(git_repo: GitRepo) -> None:
+    base = git_repo.commit({"a.txt": "a"})
+    git_repo.commit({"b.txt": "b"})
+    git_repo.commit({"c.txt": "c"})
+    cs = resolve(git_repo, {"_BASE_SHA": base, "BUILD_ID": "123"})
+    assert (cs.base, cs.base_reason) == (base, "cloudbuild-base-sha")
+    assert len(cs.changes) == 2
+
+
+def test_other_github_events_fall_back_to_the_first_parent(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    parent = git_repo.commit({"a.txt": "a"})
+    git_repo.commit({"b.txt": "b"})
+    env = {"GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(tmp_path / "none")}
+    cs = resolve(git_repo, env)
+    assert (cs.base, cs.base_reason) == (parent, "first-parent")
+
+
+def test_unreadable_github_payload_is_an_input_error(git_repo: GitRepo, tmp_path: Path) -> None:
+    git_repo.commit({"a.txt": "a"})
+    env = {"GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(tmp_path / "missing.json")}
+    with pytest.raises(InputError, match=r"cannot read the GitHub event payload .*missing\.json"):
+        resolve(git_repo, env)
+
+
+# ---------------------------------------------------------------------------------
+# Shallow clones and missing history
+# ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def long_origin(make_git_repo: Any) -> tuple[GitRepo, list[str]]:
+    origin: GitRepo = make_git_repo("origin")
+    shas = [origin.commit({f"f{i}.txt": str(i)}) for i in range(12)]
+    return origin, shas
+
+
+def test_shallow_clone_is_deepened_until_the_base_is_reachable(
+    long_origin: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    origin, shas = long_origin
+    clone = origin.clone(tmp_path / "clone", depth=1)
+    assert clone.git("rev-parse", "--is-shallow-repository") == "true"
+    env = github_env(tmp_path, "push", push_payload(shas[3], shas[-1]))
+    cs = resolve(clone, env)
+    assert (cs.base, cs.head, cs.base_reason) == (shas[3], shas[-1], "github-push")
+    assert {c.path for c in cs.changes} == {f"f{i}.txt" for i in range(4, 12)}
+
+
+def test_shallow_clone_first_parent_is_fetched_not_mistaken_for_a_root(
+    long_origin: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    origin, shas = long_origin
+    clone = origin.clone(tmp_path / "clone", depth=1)
+    cs = resolve(clone)
+    assert (cs.base, cs.base_reason) == (shas[-2], "first-parent")
+    assert changes_of(cs) == {("A", "f11.txt", None)}
+
+
+def test_shallow_clone_explicit_base_is_fetched(
+    long_origin: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    origin, shas = long_origin
+    clone = origin.clone(tmp_path / "clone", depth=2)
+    cs = resolve(clone, base=shas[0])
+    assert cs.base == shas[0] and len(cs.changes) == 11
+
+
+def test_shallow_pull_request_merge_checkout_is_deepened(git_repo: GitRepo, tmp_path: Path) -> None:
+    shas = pr_history(git_repo)
+    clone = git_repo.clone(tmp_path / "clone", depth=1, branch="pr-merge")
+    env = github_env(tmp_path, "pull_request", pull_request_payload(shas["M1"], shas["T2"]))
+    cs = resolve(clone, env)
+    assert (cs.base, cs.head, cs.base_reason) == (
+        shas["A"], shas["merge"], "github-pull-request-merge-base",
+    )  # fmt: skip
+    assert changes_of(cs) == {
+        ("A", "topic1.txt", None), ("M", "shared.txt", None), ("A", "main1.txt", None),
+    }  # fmt: skip
+
+
+def test_shallow_clone_base_that_never_appears_is_an_error(
+    long_origin: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    origin, _ = long_origin
+    clone = origin.clone(tmp_path / "clone", depth=1)
+    with pytest.raises(GitError, match=r"even after fetching \d+ more commits.*fetch-depth: 0"):
+        resolve(clone, base="ef" * 20)
+
+
+def test_full_clone_missing_base_is_an_error_not_no_changes(
+    long_origin: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    origin, _ = long_origin
+    clone = origin.clone(tmp_path / "clone")
+    later = origin.commit({"later.txt": "l"})  # pushed after the clone was made
+    with pytest.raises(GitError, match=rf"{later} \(--base\) is not a commit.*fetch-depth: 0"):
+        resolve(clone, base=later)
+    env = github_env(tmp_path, "merge_group", merge_group_payload(later, clone.rev()))
+    with pytest.raises(GitError, match=r"merge_group\.base_sha.*fetch-depth: 0"):
+        resolve(clone, env)
+
+
+# ---------------------------------------------------------------------------------
+# --working-tree
+# ---------------------------------------------------------------------------------
+
+
+def test_working_tree_adds_staged_unstaged_and_untracked_files(git_repo: GitRepo) -> None:
+    git_repo.commit({".gitignore": "*.log\nbuild/\n", "a.txt": "a", "b.txt": "b", "c.txt": "c"})
+    git_repo.commit({"in-range.txt": "r"})
+    git_repo.write("a.txt", "unstaged edit")
+    git_repo.write("staged.txt", "new")
+    git_repo.git("add", "staged.txt")
+    git_repo.remove("b.txt")
+    git_repo.write("untracked dir/new file.txt", "u")
+    git_repo.write("debug.log", "ignored")
+    git_repo.write("build/out.bin", "ignored")
+    git_repo.git("mv", "c.txt", "c-renamed.txt")
+
+    cs = resolve(git_repo, working_tree=True)
+    assert cs.base_reason == "first-parent+working-tree"
+    assert cs.head == git_repo.rev()
+    assert changes_of(cs) == {
+        ("A", "in-range.txt", None),
+        ("M", "a.txt", None),
+        ("A", "staged.txt", None),
+        ("D", "b.txt", None),
+        ("A", "untracked dir/new file.txt", None),
+        ("R", "c-renamed.txt", "c.txt"),
+    }
+    assert [c.path for c in cs.changes] == sorted(c.path for c in cs.changes)
+    # without the flag, only the range
+    assert changes_of(resolve(git_repo)) == {("A", "in-range.txt", None)}
+
+
+def test_working_tree_on_a_clean_checkout_is_just_the_range(git_repo: GitRepo) -> None:
+    git_repo.commit({"a.txt": "a"})
+    git_repo.commit({"b.txt": "b"})
+    cs = resolve(git_repo, working_tree=True)
+    assert changes_of(cs) == {("A", "b.txt", None)}
+    assert cs.base_reason == "first-parent+working-tree"
