@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.gitrepo",
     "tests.fixtures.pubsub",
     "tests.fixtures.cloudbuild_server",
+    "tests.fixtures.functions",
 ]
