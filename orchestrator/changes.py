@@ -43,7 +43,7 @@ the commits it needs are there, and anything still missing is a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from orchestrator.adapters.git import Commit, Git
 from orchestrator.ci_env import BaseHint, ci_base_hint
@@ -67,6 +67,35 @@ _SIMPLE_STATUSES: dict[str, ChangeStatus] = {"A": "A", "M": "M", "D": "D", "T": 
 # ---------------------------------------------------------------------------------
 
 
+def _changed_path_factory() -> Callable[[ChangeStatus, str, str | None], ChangedPath]:
+    """A constructor for :class:`ChangedPath` that is ~4x faster than the frozen dataclass's.
+
+    A diff of 10,000 paths spends most of its parsing time in the frozen ``__init__``
+    (one ``object.__setattr__`` per field); setting the three slots through their
+    descriptors builds the identical object. Falls back to the plain constructor if the
+    record ever stops being exactly these three slots.
+    """
+    if getattr(ChangedPath, "__slots__", None) != ("status", "path", "old_path"):
+        return ChangedPath
+    new = object.__new__
+    descriptors = ChangedPath.__dict__  # the slot descriptors, not the frozen __setattr__
+    set_status = descriptors["status"].__set__
+    set_path = descriptors["path"].__set__
+    set_old_path = descriptors["old_path"].__set__
+
+    def make(status: ChangeStatus, path: str, old_path: str | None) -> ChangedPath:
+        change: ChangedPath = new(ChangedPath)
+        set_status(change, status)
+        set_path(change, path)
+        set_old_path(change, old_path)
+        return change
+
+    return make
+
+
+_new_change = _changed_path_factory()
+
+
 def parse_name_status(raw: bytes) -> tuple[ChangedPath, ...]:
     """Parse ``git diff --name-status -z`` output.
 
@@ -80,6 +109,7 @@ def parse_name_status(raw: bytes) -> tuple[ChangedPath, ...]:
         fields.pop()
     changes: list[ChangedPath] = []
     append = changes.append
+    make = _new_change
     simple = _SIMPLE_STATUSES
     count = len(fields)
     i = 0
@@ -88,13 +118,13 @@ def parse_name_status(raw: bytes) -> tuple[ChangedPath, ...]:
             status = fields[i]
             letter = simple.get(status[:1])
             if letter is not None:
-                append(ChangedPath(letter, fields[i + 1]))
+                append(make(letter, fields[i + 1], None))
                 i += 2
             elif status[:1] == "R":
-                append(ChangedPath("R", fields[i + 2], fields[i + 1]))
+                append(make("R", fields[i + 2], fields[i + 1]))
                 i += 3
             elif status[:1] == "C":
-                append(ChangedPath("A", fields[i + 2]))
+                append(make("A", fields[i + 2], None))
                 i += 3
             else:
                 raise GitError(

@@ -51,6 +51,15 @@ def test_parse_name_status(raw: bytes, expected: tuple[ChangedPath, ...]) -> Non
     assert parse_name_status(raw) == expected
 
 
+def test_parsed_changes_are_ordinary_frozen_records() -> None:
+    changes = parse_name_status(b"R100\0a\0b\0M\0x\0")
+    assert changes == (ChangedPath("R", "b", "a"), ChangedPath("M", "x"))
+    assert {changes[1]} == {ChangedPath("M", "x")}
+    assert repr(changes[1]) == repr(ChangedPath("M", "x"))
+    with pytest.raises(AttributeError):
+        changes[0].path = "other"  # type: ignore[misc]
+
+
 def test_parse_name_status_keeps_non_utf8_bytes() -> None:
     (change,) = parse_name_status(b"A\0lat\xe9n1.txt\0")
     assert change.path.encode("utf-8", "surrogateescape") == b"lat\xe9n1.txt"
