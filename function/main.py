@@ -2,7 +2,9 @@
 
 Deployed as a Cloud Function (gen2) with a Pub/Sub trigger; entry point ``on_message``
 (a ``functions_framework.cloud_event`` handler). The orchestrator's local executor calls
-``handle_message`` directly, in process, for the embedded local default.
+``handle_message`` directly, in process, for the embedded local default; load this file by path
+with ``importlib.util.spec_from_file_location`` and put the module in ``sys.modules`` before
+executing it (its dataclasses need that).
 
 Configuration (environment variables):
 
@@ -268,7 +270,9 @@ def read_bytes(uri: str, environ: Mapping[str, str] | None = None) -> bytes:
     return data
 
 
-def run_vertex(request: RunRequest, config: Config) -> RunResult:
+def run_vertex(
+    request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
+) -> RunResult:
     from google.api_core.exceptions import AlreadyExists
     from google.cloud import aiplatform
 
@@ -301,7 +305,9 @@ def run_vertex(request: RunRequest, config: Config) -> RunResult:
     return RunResult(request.run_id, "vertex", "submitted", detail=job.resource_name)
 
 
-def run_kfp(request: RunRequest, config: Config) -> RunResult:
+def run_kfp(
+    request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
+) -> RunResult:
     import kfp
 
     client = kfp.Client(host=config.kfp_host)
@@ -330,7 +336,13 @@ def run_kfp(request: RunRequest, config: Config) -> RunResult:
     return RunResult(request.run_id, "kfp", "submitted", detail=run.run_id)
 
 
-def run_local(request: RunRequest, config: Config) -> RunResult:
+#: The settings a local run's steps need to read what the build uploaded.
+STORAGE_ENV = ("ORCHESTRATOR_LOCAL_BUCKET_ROOT", "STORAGE_EMULATOR_HOST")
+
+
+def run_local(
+    request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
+) -> RunResult:
     """Run with kfp.local; a ledger entry created exclusively makes redeliveries no-ops."""
     root = Path(config.pipeline_root)
     ledger = root / ".ct-ledger"
@@ -344,6 +356,7 @@ def run_local(request: RunRequest, config: Config) -> RunResult:
         return RunResult(
             request.run_id, "local", "duplicate", detail=f"already {previous.get('status')}"
         )
+    env = os.environ if environ is None else environ
     repo_root = str(FUNCTION_DIR.parent)
     if repo_root not in sys.path:
         sys.path.insert(0, repo_root)  # the local backend runs the repository's pipeline
@@ -355,6 +368,7 @@ def run_local(request: RunRequest, config: Config) -> RunResult:
             root / request.run_id,
             runner=config.local_runner,
             images=request.message.images,
+            env={name: env[name] for name in STORAGE_ENV if env.get(name)},
         )
     except BaseException:
         entry.unlink()  # not a verdict on the message: let a redelivery try again
@@ -377,7 +391,7 @@ def handle_message(
     """Validate one message and launch its run. Raises MessageError for a malformed message;
     any other exception is transient (the caller should let Pub/Sub redeliver)."""
     request = prepare(data, attributes, config, environ)
-    return BACKENDS[config.backend](request, config)
+    return BACKENDS[config.backend](request, config, environ)
 
 
 # ---------------------------------------------------------------------------

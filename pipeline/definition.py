@@ -222,10 +222,20 @@ class PipelineOutputs(NamedTuple):
     gate: str
 
 
-def build_pipeline(components: Components, code_dir: str | None = None) -> Any:
-    """The pipeline over ``components``; ``code_dir`` is given only for lightweight ones."""
+def build_pipeline(
+    components: Components, code_dir: str | None = None, env: Mapping[str, str] | None = None
+) -> Any:
+    """The pipeline over ``components``; ``code_dir`` is given only for lightweight ones.
+
+    ``env`` is set on every step (local runs use it for the storage settings).
+    """
     bind: dict[str, str] = {} if code_dir is None else {"code_dir": code_dir}
     d = DEFAULTS
+
+    def step(task: Any) -> Any:
+        for name, value in sorted((env or {}).items()):
+            task.set_env_variable(name, value)
+        return task
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -243,24 +253,30 @@ def build_pipeline(components: Components, code_dir: str | None = None) -> Any:
         num_classes: int = d["num_classes"],
         accuracy_threshold: float = d["accuracy_threshold"],
     ) -> PipelineOutputs:
-        validated = components.validate(**bind, data_uri=data_uri, num_classes=num_classes)
-        trained = components.train(
-            **bind,
-            source_uri=source_uri,
-            data_uri=data_uri,
-            hidden_units=hidden_units,
-            alpha=alpha,
-            learning_rate=learning_rate,
-            max_iter=max_iter,
-            test_fraction=test_fraction,
-            seed=seed,
+        validated = step(components.validate(**bind, data_uri=data_uri, num_classes=num_classes))
+        trained = step(
+            components.train(
+                **bind,
+                source_uri=source_uri,
+                data_uri=data_uri,
+                hidden_units=hidden_units,
+                alpha=alpha,
+                learning_rate=learning_rate,
+                max_iter=max_iter,
+                test_fraction=test_fraction,
+                seed=seed,
+            )
         ).after(validated)
-        evaluated = components.evaluate(
-            **bind, metrics=trained.outputs["metrics"], threshold=accuracy_threshold
+        evaluated = step(
+            components.evaluate(
+                **bind, metrics=trained.outputs["metrics"], threshold=accuracy_threshold
+            )
         )
         with dsl.If(evaluated.outputs[components.gate_output] == "pass", name="accuracy-gate"):
-            components.register(
-                **bind, model=trained.outputs["model"], metrics=trained.outputs["metrics"]
+            step(
+                components.register(
+                    **bind, model=trained.outputs["model"], metrics=trained.outputs["metrics"]
+                )
             )
         return PipelineOutputs(
             metrics=trained.outputs["metrics"], gate=evaluated.outputs[components.gate_output]

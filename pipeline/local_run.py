@@ -42,18 +42,22 @@ def run_pipeline_locally(
     *,
     runner: Runner = "subprocess",
     images: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> LocalRunResult:
-    """Run one pipeline end to end; a failed step gives ``status="failed"`` with its error."""
+    """Run one pipeline end to end; a failed step gives ``status="failed"`` with its error.
+
+    ``env`` is added to every step's environment (for example the storage settings).
+    """
     from kfp import local
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
     if runner == "docker":
         if not images:
             raise ValueError("the docker runner needs the component images")
-        pipeline = build_pipeline(container_components(images))
+        pipeline = build_pipeline(container_components(images), env=env)
         local.init(runner=local.DockerRunner(), pipeline_root=str(pipeline_root))
     else:
-        pipeline = build_pipeline(lightweight_components(), code_dir=str(REPO_ROOT))
+        pipeline = build_pipeline(lightweight_components(), code_dir=str(REPO_ROOT), env=env)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     try:
         task = pipeline(**parameters)
