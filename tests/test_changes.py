@@ -646,3 +646,23 @@ def test_working_tree_on_a_clean_checkout_is_just_the_range(git_repo: GitRepo) -
     cs = resolve(git_repo, working_tree=True)
     assert changes_of(cs) == {("A", "b.txt", None)}
     assert cs.base_reason == "first-parent+working-tree"
+
+
+def test_shallow_new_branch_push_fetches_the_default_branch(
+    make_git_repo: Any, tmp_path: Path
+) -> None:
+    origin: GitRepo = make_git_repo("origin")
+    origin.commit({"main0.txt": "m"})
+    fork_point = origin.commit({"main1.txt": "m"})
+    origin.git("checkout", "-q", "-b", "topic")
+    origin.commit({"topic1.txt": "t"})
+    head = origin.commit({"topic2.txt": "t"})
+    origin.git("checkout", "-q", "main")
+    origin.commit({"main2.txt": "m"})
+    # what actions/checkout does by default: one commit of the pushed branch only
+    clone = origin.clone(tmp_path / "clone", depth=1, branch="topic")
+    assert clone.git("branch", "-r") == "origin/topic"
+    payload = push_payload(ZEROS, head, ref="refs/heads/topic")
+    cs = resolve(clone, github_env(tmp_path, "push", payload))
+    assert (cs.base, cs.base_reason) == (fork_point, "github-push-new-branch-merge-base")
+    assert changes_of(cs) == {("A", "topic1.txt", None), ("A", "topic2.txt", None)}

@@ -179,6 +179,19 @@ class Git:
         """Fetch the complete history."""
         self._fetch("--unshallow", remote)
 
+    def fetch_branch(self, name: str, *, depth: int, remote: str = "origin") -> str | None:
+        """Fetch the tip of branch ``name`` (``depth`` commits) into ``refs/remotes/<remote>/``;
+        return that ref, or ``None`` when the remote has no such branch or cannot be reached.
+        """
+        short = name.removeprefix("refs/heads/")
+        ref = f"refs/remotes/{remote}/{short}"
+        completed = self._run(
+            "fetch", "--quiet", "--no-tags", "--no-recurse-submodules", f"--depth={depth}",
+            remote, f"+refs/heads/{short}:{ref}",
+            check=False,
+        )  # fmt: skip
+        return ref if completed.returncode == 0 else None
+
     def _fetch(self, how: str, remote: str) -> None:
         completed = self._run(
             "fetch", "--quiet", "--no-tags", "--no-recurse-submodules", how, remote,
