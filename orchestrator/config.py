@@ -33,6 +33,7 @@ _PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic")
 _COMPONENT_KEYS = ("context", "dockerfile", "build_args")
 _RULE_KEYS = ("name", "paths", "do")
 
+_HEADER = re.compile(r"^\s*(\[\[?[^\]]*\]\]?)\s*(?:#.*)?$")
 T = TypeVar("T")
 
 
@@ -73,18 +74,17 @@ class _Validator:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
         self.lines = text.splitlines()
+        self._headers: dict[str, list[int]] = {}  # "[[rule]]" -> the lines it stands on
+        for number, line in enumerate(self.lines, start=1):
+            found = _HEADER.match(line)
+            if found:
+                self._headers.setdefault(found.group(1).replace(" ", ""), []).append(number)
 
     # -- locating keys in the text -------------------------------------------------------
 
     def _header_line(self, header: str, occurrence: int = 0) -> int | None:
-        pattern = re.compile(r"^\s*" + re.escape(header) + r"\s*(#.*)?$")
-        seen = 0
-        for number, line in enumerate(self.lines, start=1):
-            if pattern.match(line):
-                if seen == occurrence:
-                    return number
-                seen += 1
-        return None
+        lines = self._headers.get(header.replace(" ", ""), [])
+        return lines[occurrence] if occurrence < len(lines) else None
 
     def _key_line(self, key: str, after: int | None) -> int | None:
         """The line of ``key = ...`` in the table that starts at line ``after`` (or the top)."""

@@ -21,6 +21,7 @@ directory, and the per-rule decision is computed once per distinct set of matche
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,18 +44,28 @@ class CompiledPattern:
 
     text: str
     include: bool  # False for a negation (``!pattern``)
-    regex: re.Pattern[str]
+    source: str  # pathspec's regex, with '$' made '\\Z' (a newline is an ordinary character)
     shape: Shape
     dir_only: bool  # the pattern matches directories only (trailing ``/``)
     literal: str | None  # the name or path, for literal shapes
     part: re.Pattern[str] | None  # a wildcard name, matched against one path component
     prefix: str  # every matching path starts with this (may be empty)
 
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return _compile(self.source)
+
     def matches(self, path: str) -> bool:
         """The reference semantics: pathspec's regex searched in the path."""
         return self.regex.search(path) is not None
 
 
+@functools.lru_cache(maxsize=8192)
+def _compile(source: str) -> re.Pattern[str]:
+    return re.compile(source, re.S)
+
+
+@functools.lru_cache(maxsize=8192)
 def compile_pattern(text: str) -> CompiledPattern:
     """Compile one gitignore pattern; ``ValueError`` with a clear message if it means nothing."""
     from pathspec.patterns.gitignore.basic import GitIgnoreBasicPattern
@@ -62,47 +73,61 @@ def compile_pattern(text: str) -> CompiledPattern:
     if not text.strip():
         raise ValueError("an empty pattern matches nothing")
     try:
-        compiled = GitIgnoreBasicPattern(text)
+        regex_source, include = GitIgnoreBasicPattern.pattern_to_regex(text)
     except Exception as exc:  # noqa: BLE001 - pathspec raises several types for bad patterns
         raise ValueError(f"invalid pattern {text!r}: {exc}") from None
-    if compiled.include is None or compiled.regex is None:
+    if include is None or regex_source is None:
         raise ValueError(
             f"pattern {text!r} matches nothing (a comment, or only '/' or '!'); "
             "escape a leading '#' as '\\#'"
         )
-    source: str = compiled.regex.pattern
-    # A newline is an ordinary character in a git path: match it like any other.
-    regex = re.compile(_END_ANCHOR.sub(r"\1\\Z", source), re.S)
+    source = _END_ANCHOR.sub(r"\1\\Z", regex_source)
     shape: Shape = "regex"
     literal: str | None = None
     part: re.Pattern[str] | None = None
     dir_only = False
-    prefix_match = _LITERAL_PREFIX.match(source)
+    prefix_match = _LITERAL_PREFIX.match(regex_source)
     prefix = _ESCAPE.sub(r"\1", prefix_match.group(1)) if prefix_match else ""
 
-    if found := _ANY_DEPTH.match(source):
+    if found := _ANY_DEPTH.match(regex_source):
         body = found.group("body")
         if _is_component_regex(body):
             shape = "name"
             dir_only = found.group("tail") == "/"
             literal = _ESCAPE.sub(r"\1", body) if _is_literal(body) else None
             if literal is None:
-                part = re.compile(body + r"\Z", re.S)
+                part = _compile(body + r"\Z")
             prefix = ""
-    elif (found := _ANCHORED.match(source)) and _is_literal(found.group("body")):
+    elif (found := _ANCHORED.match(regex_source)) and _is_literal(found.group("body")):
         shape = "anchored"
         dir_only = found.group("tail") == "/"
         literal = _ESCAPE.sub(r"\1", found.group("body"))
     return CompiledPattern(
         text=text,
-        include=bool(compiled.include),
-        regex=regex,
+        include=bool(include),
+        source=source,
         shape=shape,
         dir_only=dir_only,
         literal=literal,
         part=part,
         prefix=prefix,
     )
+
+
+def _grouped(
+    parts: Sequence[tuple[int, re.Pattern[str]]],
+) -> list[tuple[tuple[int, ...], re.Pattern[str]]]:
+    groups: dict[re.Pattern[str], list[int]] = {}
+    for pid, part in parts:
+        groups.setdefault(part, []).append(pid)
+    return [(tuple(pids), part) for part, pids in groups.items()]
+
+
+def _any_of(parts: Sequence[tuple[tuple[int, ...], re.Pattern[str]]]) -> re.Pattern[str] | None:
+    """One regex that matches a name when any of ``parts`` does (a cheap first test)."""
+    if not parts:
+        return None
+    return re.compile("|".join(f"(?:{part.pattern})" for _, part in parts), re.S)
 
 
 def _is_literal(body: str) -> bool:
@@ -122,7 +147,7 @@ def _is_component_regex(body: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class _DirInfo:
     ids: frozenset[int]  # patterns matched through the directory itself or an ancestor
-    candidates: tuple[int, ...]  # regex-shaped patterns that may match files below it
+    candidates: tuple[tuple[int, re.Pattern[str]], ...]  # regex-shaped patterns that may match
 
 
 class Matcher:
@@ -136,40 +161,38 @@ class Matcher:
             for text in rule.patterns:
                 self.patterns.append(compile_pattern(text))
                 self._rule_of.append(index)
-        self._names: dict[str, list[int]] = {}  # literal name -> pattern ids
-        self._wild: list[int] = []  # wildcard names
-        self._anchored: dict[str, list[int]] = {}
-        self._regex: list[int] = []
+        # name -> ids, split by whether the name may be the file itself (not dir-only)
+        self._dir_names: dict[str, list[int]] = {}
+        self._file_names: dict[str, list[int]] = {}
+        self._dir_anchored: dict[str, list[int]] = {}
+        self._file_anchored: dict[str, list[int]] = {}
+        dir_wild: list[tuple[int, re.Pattern[str]]] = []
+        file_wild: list[tuple[int, re.Pattern[str]]] = []
+        self._regex: list[tuple[int, re.Pattern[str]]] = []
         for pid, pattern in enumerate(self.patterns):
             if pattern.shape == "name" and pattern.literal is not None:
-                self._names.setdefault(pattern.literal, []).append(pid)
-            elif pattern.shape == "name":
-                self._wild.append(pid)
+                self._dir_names.setdefault(pattern.literal, []).append(pid)
+                if not pattern.dir_only:
+                    self._file_names.setdefault(pattern.literal, []).append(pid)
+            elif pattern.shape == "name" and pattern.part is not None:
+                dir_wild.append((pid, pattern.part))
+                if not pattern.dir_only:
+                    file_wild.append((pid, pattern.part))
             elif pattern.shape == "anchored" and pattern.literal is not None:
-                self._anchored.setdefault(pattern.literal, []).append(pid)
+                self._dir_anchored.setdefault(pattern.literal, []).append(pid)
+                if not pattern.dir_only:
+                    self._file_anchored.setdefault(pattern.literal, []).append(pid)
             else:
-                self._regex.append(pid)
-        wild_alternatives = "|".join(
-            f"(?:{self.patterns[pid].part.pattern})"  # type: ignore[union-attr]
-            for pid in self._wild
-        )
-        self._wild_any = re.compile(wild_alternatives, re.S) if self._wild else None
+                self._regex.append((pid, pattern.regex))
+        # the same wildcard name in many rules is tested once
+        self._dir_wild = _grouped(dir_wild)
+        self._file_wild = _grouped(file_wild)
+        self._dir_wild_any = _any_of(self._dir_wild)
+        self._file_wild_any = _any_of(self._file_wild)
         self._dirs: dict[str, _DirInfo] = {}
         self._decisions: dict[frozenset[int], tuple[RuleHit, ...]] = {}
 
     # -- per directory -------------------------------------------------------------------
-
-    def _component_ids(self, component: str, *, as_dir: bool) -> list[int]:
-        found: list[int] = []
-        for pid in self._names.get(component, ()):
-            if as_dir or not self.patterns[pid].dir_only:
-                found.append(pid)
-        if self._wild_any is not None and self._wild_any.match(component):
-            for pid in self._wild:
-                pattern = self.patterns[pid]
-                if (as_dir or not pattern.dir_only) and pattern.part.match(component):  # type: ignore[union-attr]
-                    found.append(pid)
-        return found
 
     def _dir(self, directory: str) -> _DirInfo:
         info = self._dirs.get(directory)
@@ -181,12 +204,16 @@ class Matcher:
             parent, _, name = directory.rpartition("/")
             above = self._dir(parent)
             ids = set(above.ids)
-            ids.update(self._component_ids(name, as_dir=True))
-            ids.update(self._anchored.get(directory, ()))
+            ids.update(self._dir_names.get(name, ()))
+            if self._dir_wild_any is not None and self._dir_wild_any.match(name):
+                for pids, part in self._dir_wild:
+                    if part.match(name):
+                        ids.update(pids)
+            ids.update(self._dir_anchored.get(directory, ()))
             here = directory + "/"
             candidates = tuple(
-                pid
-                for pid in above.candidates
+                (pid, regex)
+                for pid, regex in above.candidates
                 if here.startswith(self.patterns[pid].prefix)
                 or self.patterns[pid].prefix.startswith(here)
             )
@@ -199,13 +226,20 @@ class Matcher:
     def matched_ids(self, path: str) -> frozenset[int]:
         """Ids of every pattern (of every rule) that matches ``path``."""
         directory, _, name = path.rpartition("/")
-        info = self._dir(directory)
-        extra = self._component_ids(name, as_dir=False)
-        for pid in self._anchored.get(path, ()):
-            if not self.patterns[pid].dir_only:
-                extra.append(pid)
-        for pid in info.candidates:
-            if self.patterns[pid].regex.search(path) is not None:
+        info = self._dirs.get(directory) or self._dir(directory)
+        extra: list[int] = []
+        found = self._file_names.get(name)
+        if found:
+            extra += found
+        if self._file_wild_any is not None and self._file_wild_any.match(name):
+            for pids, part in self._file_wild:
+                if part.match(name):
+                    extra += pids
+        found = self._file_anchored.get(path)
+        if found:
+            extra += found
+        for pid, regex in info.candidates:
+            if regex.search(path) is not None:
                 extra.append(pid)
         return info.ids.union(extra) if extra else info.ids
 
@@ -214,8 +248,7 @@ class Matcher:
         ids = self.matched_ids(path)
         hits = self._decisions.get(ids)
         if hits is None:
-            hits = self._decide(ids)
-            self._decisions[ids] = hits
+            hits = self._decisions[ids] = self._decide(ids)
         return hits
 
     def _decide(self, ids: frozenset[int]) -> tuple[RuleHit, ...]:

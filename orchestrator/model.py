@@ -6,7 +6,7 @@ Everything here is frozen and typed; raw dicts never travel past the config load
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 # ---------------------------------------------------------------------------
 # Changes: what a commit range touched
@@ -17,9 +17,12 @@ from typing import Literal
 ChangeStatus = Literal["A", "M", "D", "R", "T"]
 
 
-@dataclass(frozen=True, slots=True)
-class ChangedPath:
-    """One entry of the diff. A rename has both ``path`` (new) and ``old_path``."""
+class ChangedPath(NamedTuple):
+    """One entry of the diff. A rename has both ``path`` (new) and ``old_path``.
+
+    The per-path records are NamedTuples (immutable, like the frozen dataclasses elsewhere)
+    because a commit can hold tens of thousands of them: tuples build and hash in C.
+    """
 
     status: ChangeStatus
     path: str
@@ -146,8 +149,7 @@ class Rules:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RuleHit:
+class RuleHit(NamedTuple):
     """``rule`` matched a path; ``pattern`` is the pattern that decided (the last matching one)."""
 
     rule: str
@@ -165,8 +167,7 @@ class PathMatch:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
+class Reason(NamedTuple):
     """Why an action is planned: a changed path through a rule and pattern, or another action."""
 
     path: str | None = None

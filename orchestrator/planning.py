@@ -15,16 +15,15 @@ The graph (``needs``):
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from orchestrator.errors import InputError
 from orchestrator.matching import Matcher
 from orchestrator.model import (
     Action,
     ChangeSet,
-    Directive,
     Plan,
     Reason,
+    RuleHit,
     Rules,
     Skipped,
 )
@@ -36,17 +35,48 @@ class UnmatchedPathsError(InputError):
     """``[unmatched] do = "error"`` and some changed paths match no rule."""
 
 
-@dataclass(slots=True)
-class _Draft:
-    """An action while the plan is being built (mutable; frozen into ``Action`` at the end)."""
+_UNMATCHED_NOTE = 'matches no rule; [unmatched] do = "all"'
 
-    kind: str
-    target: str | None
-    reasons: dict[Reason, None] = field(default_factory=dict)
+#: What one acting rule hit asks for: the hit, the action ids it requests whatever the path,
+#: whether it says "all", and whether it says build_image for the component(s) holding the path.
+_Step = tuple[RuleHit, tuple[str, ...], bool, bool]
 
-    @property
-    def id(self) -> str:
-        return self.kind if self.target is None else f"{self.kind}:{self.target}"
+
+class _Expander:
+    """Rule hits -> requested actions, computed once per distinct tuple of hits."""
+
+    def __init__(self, rules: Rules, components: _ComponentIndex) -> None:
+        self._directives = {r.name: r.do for r in rules.rules}
+        self._skip = {r.name for r in rules.rules if r.is_skip}
+        self._components = components
+        self._cache: dict[tuple[RuleHit, ...], tuple[_Step, ...]] = {}
+
+    def steps(self, hits: tuple[RuleHit, ...]) -> tuple[_Step, ...]:
+        """Empty when every hit is a skip rule (the path is explicitly ignored)."""
+        cached = self._cache.get(hits)
+        if cached is None:
+            cached = self._cache[hits] = tuple(
+                self._step(hit) for hit in hits if hit.rule not in self._skip
+            )
+        return cached
+
+    def _step(self, hit: RuleHit) -> _Step:
+        ids: list[str] = []
+        wants_all = by_context = False
+        for directive in self._directives[hit.rule]:
+            kind = directive.kind
+            if kind == "retrain":
+                ids.append("publish")
+            elif kind == "all":
+                wants_all = True
+            elif kind == "build_image" and directive.target is None:
+                by_context = True
+            elif kind == "build_image" and directive.target is not None:
+                if self._components.buildable_name(directive.target):
+                    ids.append(f"build_image:{directive.target}")
+            elif kind != "skip":
+                ids.append(kind)
+        return hit, tuple(dict.fromkeys(ids)), wants_all, by_context
 
 
 def plan_changes(
@@ -62,60 +92,48 @@ def plan_changes(
     head tree planning needs); a component whose context is missing is not built.
     """
     matcher = matcher or Matcher(rules.rules)
-    directives: dict[str, tuple[Directive, ...]] = {r.name: r.do for r in rules.rules}
-    skip_rules = {r.name for r in rules.rules if r.is_skip}
-    drafts: dict[str, _Draft] = {}
+    drafts: dict[str, dict[Reason, None]] = {}  # action id -> its reasons, in order
     warnings: dict[str, None] = {}
     skipped: list[Skipped] = []
     unmatched: list[str] = []
     seen: set[str] = set()
     components = _ComponentIndex(rules, existing_dirs, warnings)
-
-    def request(kind: str, target: str | None, reason: Reason) -> None:
-        draft = _Draft(kind, target)
-        drafts.setdefault(draft.id, draft).reasons.setdefault(reason, None)
-
-    def apply(directive: Directive, path: str, reason: Reason) -> None:
-        kind = directive.kind
-        if kind == "skip":
-            return
-        if kind == "retrain":
-            request("publish", None, reason)
-        elif kind == "all":
-            for target in components.buildable():
-                request("build_image", target, reason)
-            for singleton in _all_singletons(rules):
-                request(singleton, None, reason)
-        elif kind == "build_image":
-            targets = [directive.target] if directive.target else components.containing(path)
-            if not targets:
-                warnings.setdefault(
-                    f"{path}: rule '{reason.rule}' says build_image but the path lies in no "
-                    "component's context; no image is built for it",
-                    None,
-                )
-            for target in targets:
-                if components.buildable_name(target):
-                    request("build_image", target, reason)
-        else:
-            request(kind, None, reason)
+    everything: dict[Reason, None] = {}  # reasons of "all", added to all its actions at the end
+    expand = _Expander(rules, components)
 
     for change in changes.changes:
-        for path in change.touched():
-            if path in seen:
+        for path in (change.path, change.old_path):
+            if path is None or path in seen:
                 continue
             seen.add(path)
             hits = matcher.match(path)
-            acting = [h for h in hits if h.rule not in skip_rules]
-            if acting:
-                for hit in acting:
-                    reason = Reason(path=path, rule=hit.rule, pattern=hit.pattern)
-                    for directive in directives[hit.rule]:
-                        apply(directive, path, reason)
-            elif hits:
-                skipped.append(Skipped(path=path, rule=hits[0].rule))
-            else:
+            if not hits:
                 unmatched.append(path)
+                continue
+            steps = expand.steps(hits)
+            if not steps:
+                skipped.append(Skipped(path=path, rule=hits[0].rule))
+                continue
+            for hit, action_ids, wants_all, by_context in steps:
+                reason = Reason(path, hit.rule, hit.pattern)
+                for action_id in action_ids:
+                    reasons = drafts.get(action_id)
+                    if reasons is None:
+                        reasons = drafts[action_id] = {}
+                    reasons[reason] = None
+                if wants_all:
+                    everything[reason] = None
+                if by_context:
+                    targets = components.containing(path)
+                    if not targets:
+                        warnings.setdefault(
+                            f"{path}: rule '{hit.rule}' says build_image but the path lies in "
+                            "no component's context; no image is built for it",
+                            None,
+                        )
+                    for target in targets:
+                        if components.buildable_name(target):
+                            drafts.setdefault(f"build_image:{target}", {})[reason] = None
 
     if unmatched and rules.unmatched == "error":
         shown = ", ".join(repr(p) for p in unmatched[:10])
@@ -126,13 +144,12 @@ def plan_changes(
         )
     if unmatched and rules.unmatched == "all":
         for path in unmatched:
-            apply(
-                Directive("all"),
-                path,
-                Reason(
-                    path=path, rule=UNMATCHED_RULE, note='matches no rule; [unmatched] do = "all"'
-                ),
-            )
+            everything[Reason(path, UNMATCHED_RULE, None, None, _UNMATCHED_NOTE)] = None
+    if everything:
+        for target in components.buildable():
+            drafts.setdefault(f"build_image:{target}", {}).update(everything)
+        for kind in _all_singletons(rules):
+            drafts.setdefault(kind, {}).update(everything)
 
     actions = _with_implications(drafts, rules)
     return Plan(
@@ -182,13 +199,13 @@ class _ComponentIndex:
         return [name for name in self._names if self.buildable_name(name)]
 
 
-def _with_implications(drafts: dict[str, _Draft], rules: Rules) -> tuple[Action, ...]:
-    def implied(kind: str, by: Iterable[str]) -> None:
-        draft = drafts.setdefault(kind, _Draft(kind, None))
+def _with_implications(drafts: dict[str, dict[Reason, None]], rules: Rules) -> tuple[Action, ...]:
+    def implied(action_id: str, by: Iterable[str]) -> None:
+        reasons = drafts.setdefault(action_id, {})
         for source in by:
-            draft.reasons.setdefault(Reason(implied_by=source), None)
+            reasons[Reason(implied_by=source)] = None
 
-    images = sorted(i for i, d in drafts.items() if d.kind == "build_image")
+    images = sorted(i for i in drafts if i.startswith("build_image:"))
     if images:
         implied("compile_pipeline", images)
     runs = [i for i in ("compile_pipeline", "upload_source") if i in drafts]
@@ -210,16 +227,19 @@ def _with_implications(drafts: dict[str, _Draft], rules: Rules) -> tuple[Action,
                 needs[action_id].insert(0, "test")
 
     order = stable_topological_sort(sorted(drafts, key=_canonical_rank), needs)
-    return tuple(
-        Action(
-            id=action_id,
-            kind=drafts[action_id].kind,
-            target=drafts[action_id].target,
-            needs=tuple(needs[action_id]),
-            reasons=tuple(drafts[action_id].reasons),
+    actions = []
+    for action_id in order:
+        kind, _, target = action_id.partition(":")
+        actions.append(
+            Action(
+                id=action_id,
+                kind=kind,
+                target=target or None,
+                needs=tuple(needs[action_id]),
+                reasons=tuple(drafts[action_id]),
+            )
         )
-        for action_id in order
-    )
+    return tuple(actions)
 
 
 def _canonical_rank(action_id: str) -> tuple[int, str]:
