@@ -16,11 +16,15 @@ from orchestrator.errors import ConfigError
 from orchestrator.matching import compile_pattern
 from orchestrator.model import (
     DIRECTIVE_KINDS,
+    BuildSettings,
     Component,
     Directive,
+    FunctionSettings,
+    PipelineSettings,
     ProjectSettings,
     Rule,
     Rules,
+    SourceSettings,
     TestSettings,
     UnmatchedPolicy,
 )
@@ -28,7 +32,20 @@ from orchestrator.model import (
 SUPPORTED_VERSIONS = (1,)
 UNMATCHED_POLICIES: tuple[UnmatchedPolicy, ...] = ("all", "skip", "error")
 _COMPONENT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")  # what a registry accepts as a repository
-_TOP_KEYS = ("version", "project", "unmatched", "components", "rule", "test")
+_TOP_KEYS = (
+    "version", "project", "unmatched", "components", "rule", "test",
+    "pipeline", "source", "function", "build",
+)  # fmt: skip
+_TEST_KEYS = {"command": "argv", "setup": "str", "image": "str"}
+_PIPELINE_KEYS = {"dir": "str", "compile": "argv", "params": "str"}
+_FUNCTION_KEYS = {
+    "dir": "str", "name": "str", "entry_point": "str", "runtime": "str",
+    "service_account": "str", "env": "env",
+}  # fmt: skip
+_BUILD_KEYS = {
+    "machine_type": "str", "logging": "str", "timeout": "str", "service_account": "str",
+    "python_image": "str", "docker_image": "str", "gcloud_image": "str", "install": "str",
+}  # fmt: skip
 _PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic")
 _COMPONENT_KEYS = ("context", "dockerfile", "build_args")
 _RULE_KEYS = ("name", "paths", "do")
@@ -159,6 +176,9 @@ class _Validator:
         components = self._components(data)
         test = self._test(data)
         rules = self._rules(data, components, test)
+        pipeline = self._settings(data, "pipeline", _PIPELINE_KEYS)
+        if "dir" in pipeline and "params" not in pipeline:
+            pipeline["params"] = f"{pipeline['dir']}/params.toml"
         return Rules(
             source=self.source,
             version=version or 0,
@@ -167,6 +187,10 @@ class _Validator:
             components=components,
             rules=rules,
             test=test,
+            pipeline=PipelineSettings(**pipeline),
+            training_source=SourceSettings(**self._settings(data, "source", {"dir": "str"})),
+            function=FunctionSettings(**self._settings(data, "function", _FUNCTION_KEYS)),
+            build=BuildSettings(**self._settings(data, "build", _BUILD_KEYS)),
         )
 
     def _table(self, data: Mapping[str, Any], key: str) -> tuple[dict[str, Any], int | None]:
@@ -211,6 +235,8 @@ class _Validator:
                 f'[components."{name}"]'
             )
             where = f"components.{name}"
+            if header is None:  # a dotted key or inline table under [components]
+                header = self._key_line(name, self._header_line("[components]"))
             if not _COMPONENT_NAME.match(name):
                 raise self.fail(
                     "a component name must be lowercase letters, digits, '.', '_' or '-' "
@@ -225,7 +251,7 @@ class _Validator:
                 body, "context", str, where=where, header=header, what="a string", required=True
             )
             context = _normalise_dir(cast(str, context))
-            if not context or context.startswith("../") or context == "..":
+            if not context or ".." in context.split("/"):
                 raise self.fail(
                     "must be a directory inside the repository",
                     key=f"{where}.context",
@@ -238,12 +264,15 @@ class _Validator:
                 body, "build_args", dict, where=where, header=header, what="a table of strings"
             )
             args: list[tuple[str, str]] = []
+            args_header = self._header_line(f"[{where}.build_args]")
             for arg_name, arg_value in (build_args or {}).items():
                 if not isinstance(arg_value, str):
                     raise self.fail(
                         f"must be a string, not {_describe(arg_value)}",
                         key=f"{where}.build_args.{arg_name}",
-                        line=self._key_line(arg_name, header) or header,
+                        line=self._key_line(arg_name, args_header)
+                        if args_header is not None
+                        else self._key_line("build_args", header),
                     )
                 args.append((arg_name, arg_value))
             components.append(
@@ -259,24 +288,51 @@ class _Validator:
     def _test(self, data: Mapping[str, Any]) -> TestSettings | None:
         if "test" not in data:
             return None
-        table, header = self._table(data, "test")
-        self._unknown_keys(table, ("command",), where="test", header=header)
-        command = self._typed(
-            table,
-            "command",
-            list,
-            where="test",
-            header=header,
-            what="a list of strings",
-            required=True,
-        )
-        if not command or not all(isinstance(part, str) and part for part in command):
+        values = self._settings(data, "test", _TEST_KEYS)
+        if "command" not in values:
             raise self.fail(
-                "must be a non-empty list of non-empty strings (an argv, run without a shell)",
-                key="test.command",
-                line=self._key_line("command", header),
+                "missing required key 'command'", key="test", line=self._header_line("[test]")
             )
-        return TestSettings(command=tuple(cast(list[str], command)))
+        return TestSettings(**values)
+
+    def _settings(
+        self, data: Mapping[str, Any], key: str, kinds: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """A flat settings table: each key is a string, an argv (list of strings) or env table."""
+        table, header = self._table(data, key)
+        self._unknown_keys(table, tuple(kinds), where=key, header=header)
+        values: dict[str, Any] = {}
+        for name, value in table.items():
+            kind = kinds[name]
+            line = self._key_line(name, header)
+            if kind == "str":
+                if not isinstance(value, str) or not value:
+                    raise self.fail(
+                        f"must be a non-empty string, not {_describe(value)}",
+                        key=f"{key}.{name}",
+                        line=line,
+                    )
+                values[name] = value
+            elif kind == "argv":
+                if (
+                    not isinstance(value, list)
+                    or not value
+                    or not all(isinstance(part, str) and part for part in value)
+                ):
+                    raise self.fail(
+                        "must be a non-empty list of non-empty strings (an argv, run without "
+                        "a shell)",
+                        key=f"{key}.{name}",
+                        line=line,
+                    )
+                values[name] = tuple(value)
+            else:  # a table of strings, such as environment variables
+                if not isinstance(value, dict) or not all(
+                    isinstance(v, str) for v in value.values()
+                ):
+                    raise self.fail("must be a table of strings", key=f"{key}.{name}", line=line)
+                values[name] = tuple(sorted(value.items()))
+        return values
 
     def _rules(
         self,
@@ -315,7 +371,7 @@ class _Validator:
                     key=f"{where}.name",
                     line=self._key_line("name", header),
                 )
-            names[name] = header or 0
+            names[name] = self._key_line("name", header) or 0
             patterns = self._patterns(body, where=where, header=header)
             directives = self._directives(
                 body, where=where, header=header, components=component_names, test=test

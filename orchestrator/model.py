@@ -123,6 +123,46 @@ class ProjectSettings:
 @dataclass(frozen=True, slots=True)
 class TestSettings:
     command: tuple[str, ...]
+    setup: tuple[str, ...] = ()  # run before the command in a fresh build container (a shell line)
+    image: str = "python:3.11-slim"  # the Cloud Build step image for the test step
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    dir: str = "pipeline"
+    #: argv that compiles the spec; the orchestrator appends --image NAME=URI ... --output FILE
+    compile: tuple[str, ...] = ("python", "-m", "pipeline.compile")
+    params: str = "pipeline/params.toml"  # hyper-parameters published with each run
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    dir: str = "training_src"  # uploaded as a tarball, not baked into an image
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSettings:
+    dir: str = "function"
+    name: str = "ct-trigger"
+    entry_point: str = "on_message"
+    runtime: str = "python311"
+    service_account: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSettings:
+    """Cloud Build options for the emitted build."""
+
+    machine_type: str | None = None
+    logging: str = "CLOUD_LOGGING_ONLY"
+    timeout: str = "3600s"
+    service_account: str | None = None
+    python_image: str = "python:3.11-slim"
+    docker_image: str = "gcr.io/cloud-builders/docker"
+    gcloud_image: str = "gcr.io/google.com/cloudsdktool/cloud-sdk:slim"
+    #: what the python steps pip-install to get this tool (inside the build's /workspace)
+    install: str = ".[cloud,workload]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +176,10 @@ class Rules:
     components: tuple[Component, ...]
     rules: tuple[Rule, ...]
     test: TestSettings | None = None
+    pipeline: PipelineSettings = PipelineSettings()
+    training_source: SourceSettings = SourceSettings()
+    function: FunctionSettings = FunctionSettings()
+    build: BuildSettings = BuildSettings()
 
     def component(self, name: str) -> Component | None:
         for c in self.components:
