@@ -6,11 +6,13 @@ same way. Imports nothing heavy: no kfp, google-cloud or docker on this path.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.adapters.git import Git
+from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters, short_hash
 from orchestrator.changes import resolve_changes
 from orchestrator.config import load_rules
 from orchestrator.errors import InputError
@@ -35,8 +37,25 @@ def open_repo(repo: Path) -> Git:
     return Git(repo)
 
 
+#: Environment variables that override ``[project]`` (for tests, and for one-off runs).
+PROJECT_OVERRIDES = {
+    "gcp_project": "ORCHESTRATOR_PROJECT",
+    "region": "ORCHESTRATOR_REGION",
+    "bucket": "ORCHESTRATOR_BUCKET",
+    "registry": "ORCHESTRATOR_REGISTRY",
+    "topic": "ORCHESTRATOR_TOPIC",
+}
+
+
+def with_overrides(rules: Rules, env: Mapping[str, str]) -> Rules:
+    changed = {key: env[var] for key, var in PROJECT_OVERRIDES.items() if env.get(var)}
+    if not changed:
+        return rules
+    return replace(rules, project=replace(rules.project, **changed))
+
+
 def make_plan(target: Target, env: Mapping[str, str]) -> tuple[Rules, Plan]:
-    rules = load_rules(target.rules_path)
+    rules = with_overrides(load_rules(target.rules_path), env)
     git = open_repo(target.repo)
     changes = resolve_changes(
         git, base=target.base, head=target.head, working_tree=target.working_tree, env=env
@@ -44,3 +63,65 @@ def make_plan(target: Target, env: Mapping[str, str]) -> tuple[Rules, Plan]:
     contexts = [c.context for c in rules.components]
     existing = git.existing_dirs(changes.head, contexts, target.working_tree) if contexts else ()
     return rules, plan_changes(changes, rules, existing)
+
+
+def detect_ref(env: Mapping[str, str], git: Git) -> str:
+    """The full git ref being built: from GitHub, Cloud Build, then the checkout itself."""
+    if env.get("GITHUB_HEAD_REF"):  # a pull request: the branch it comes from
+        return f"refs/heads/{env['GITHUB_HEAD_REF']}"
+    if env.get("GITHUB_REF", "").startswith("refs/"):
+        return env["GITHUB_REF"]
+    if env.get("BRANCH_NAME"):  # Cloud Build trigger substitutions passed as env
+        return f"refs/heads/{env['BRANCH_NAME']}"
+    if env.get("TAG_NAME"):
+        return f"refs/tags/{env['TAG_NAME']}"
+    return git.current_ref() or "refs/heads/detached"
+
+
+def name_build(
+    target: Target, rules: Rules, plan: Plan, env: Mapping[str, str]
+) -> Artifacts:
+    """Content-addressed names of every artifact at the plan's head (see ``artifacts``)."""
+    git = open_repo(target.repo)
+    dirs = [*(c.context for c in rules.components), rules.training_source.dir]
+    params_path = rules.pipeline.params
+    if target.working_tree:
+        object_ids: dict[str, str | None] = {d: _disk_id(target.repo / d) for d in dirs}
+        pipeline_inputs = (
+            _disk_id(target.repo / rules.pipeline.dir, exclude=params_path) or "missing"
+        )
+        params_file = target.repo / params_path
+        params_text = params_file.read_bytes() if params_file.is_file() else None
+    else:
+        object_ids = git.object_ids(plan.head, dirs)
+        listing = git.list_tree(plan.head, rules.pipeline.dir).split(b"\0")
+        kept = [e for e in listing if e and e.split(b"\t", 1)[-1] != params_path.encode()]
+        pipeline_inputs = short_hash(*(e.decode("utf-8", "surrogateescape") for e in kept))
+        params_text = git.read_file(plan.head, params_path)
+    parameters = (
+        parse_parameters(params_text.decode("utf-8", "replace"), source=params_path)
+        if params_text is not None
+        else {}
+    )
+    return name_artifacts(
+        rules,
+        commit=plan.head,
+        ref=detect_ref(env, git),
+        object_ids=object_ids,
+        pipeline_inputs=pipeline_inputs,
+        parameters=parameters,
+    )
+
+
+def _disk_id(path: Path, *, exclude: str | None = None) -> str | None:
+    """A content id for a directory in the working tree (what --working-tree builds)."""
+    if not path.exists():
+        return None
+    parts = []
+    root = path.parent
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        relative = file.relative_to(root).as_posix()
+        if relative == exclude or "__pycache__" in file.parts:
+            continue
+        parts += [relative, hashlib.sha256(file.read_bytes()).hexdigest()]
+    return "wt-" + short_hash(*parts)

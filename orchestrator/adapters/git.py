@@ -245,6 +245,39 @@ class Git:
             found.update(d for d, kind in zip(wanted, out, strict=False) if kind == b"tree")
         return frozenset(found)
 
+    def object_ids(self, head: str, paths: Sequence[str]) -> dict[str, str | None]:
+        """The object id (tree or blob) of each path at ``head``; ``None`` where it is missing.
+
+        One git call for all. A tree id changes exactly when something below it changes, so
+        it names the content of a directory (what content-addressed artifacts are keyed on).
+        """
+        wanted = [p for p in paths if "\n" not in p]
+        result: dict[str, str | None] = dict.fromkeys(paths)
+        if wanted:
+            request = "".join(f"{_tree_rev(head, _normalize_dir(p))}\n" for p in wanted)
+            out = self._run(
+                "cat-file", "--batch-check=%(objectname) %(objecttype)", input=request.encode()
+            ).stdout.decode().split("\n")
+            for path, line in zip(wanted, out, strict=False):
+                name, _, kind = line.partition(" ")
+                result[path] = name if kind in ("tree", "blob") else None
+        return result
+
+    def list_tree(self, head: str, directory: str) -> bytes:
+        """``git ls-tree -r -z`` of ``directory`` at ``head`` (raw; entries end in NUL)."""
+        return self._run("ls-tree", "-r", "-z", "--full-tree", head, "--", directory).stdout
+
+    def read_file(self, head: str, path: str) -> bytes | None:
+        """The content of ``path`` at ``head``, or ``None`` when it is not there."""
+        completed = self._run("cat-file", "blob", f"{head}:{path}", check=False)
+        return completed.stdout if completed.returncode == 0 else None
+
+    def current_ref(self) -> str | None:
+        """The symbolic ref HEAD points at (``refs/heads/main``), or ``None`` when detached."""
+        completed = self._run("symbolic-ref", "-q", "HEAD", check=False)
+        ref = completed.stdout.decode().strip()
+        return ref or None
+
     def _is_tree(self, head: str, path: str) -> bool:
         completed = self._run("cat-file", "-t", _tree_rev(head, path), check=False)
         return completed.returncode == 0 and completed.stdout.strip() == b"tree"
