@@ -1,0 +1,1 @@
+"""Emitters: a plan -> the configuration of a build system (Cloud Build today)."""
