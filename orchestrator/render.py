@@ -7,6 +7,7 @@ they write to as parameters.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -103,9 +104,10 @@ def render_text(plan: Plan) -> str:
 
 def print_table(plan: Plan, console: Any) -> None:
     """A rich table for terminals; ``console`` is a ``rich.console.Console``."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Plan for {_range(plan)}", title_justify="left")
+    table = Table(title=escape(f"Plan for {_range(plan)}"), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("action", style="bold")
     table.add_column("needs")
@@ -115,13 +117,13 @@ def print_table(plan: Plan, console: Any) -> None:
             str(index),
             action.id,
             "\n".join(action.needs),
-            "\n".join(summarize_reasons(action)),
+            escape("\n".join(summarize_reasons(action))),
             end_section=True,
         )
     if plan.actions:
         console.print(table)
     else:
-        console.print(f"Plan for {_range(plan)}\n[green]Nothing to do.[/green]")
+        console.print(f"{escape(f'Plan for {_range(plan)}')}\n[green]Nothing to do.[/green]")
     if plan.skipped:
         console.print(
             f"[dim]Skipped {len(plan.skipped)} path(s) that matched only skip rules.[/dim]"
@@ -129,7 +131,7 @@ def print_table(plan: Plan, console: Any) -> None:
     if plan.unmatched:
         console.print(f"[yellow]{len(plan.unmatched)} path(s) matched no rule.[/yellow]")
     for warning in plan.warnings:
-        console.print(f"[yellow]Warning:[/yellow] {warning}", markup=True, highlight=False)
+        console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", markup=True, highlight=False)
 
 
 # -- markdown ------------------------------------------------------------------------------
@@ -145,22 +147,28 @@ def _md(text: str) -> str:
     )
 
 
-def _mermaid_id(action_id: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in action_id)
+def _code(text: str) -> str:
+    """``text`` as a markdown code span (outside tables): no escapes work inside one."""
+    text = text.replace("\n", "\\n")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def render_mermaid(plan: Plan) -> str:
+    # node ids by position: component names may differ only in '.', '_' or '-'
+    node = {action.id: f"a{index}" for index, action in enumerate(plan.actions)}
     lines = ["graph LR"]
     for action in plan.actions:
-        lines.append(f'  {_mermaid_id(action.id)}["{action.id}"]')
+        lines.append(f'  {node[action.id]}["{action.id}"]')
     for action in plan.actions:
         for dependency in action.needs:
-            lines.append(f"  {_mermaid_id(dependency)} --> {_mermaid_id(action.id)}")
+            lines.append(f"  {node[dependency]} --> {node[action.id]}")
     return "\n".join(lines)
 
 
 def render_markdown(plan: Plan) -> str:
-    out = ["### Build plan", "", f"`{_md(_range(plan))}`", ""]
+    out = ["### Build plan", "", _code(_range(plan)), ""]
     if not plan.actions:
         out.append("**Nothing to do**: no changed path needs a build or a run.")
     else:
@@ -171,11 +179,11 @@ def render_markdown(plan: Plan) -> str:
         out += ["", "```mermaid", render_mermaid(plan), "```"]
     if plan.skipped:
         out += ["", f"<details><summary>{len(plan.skipped)} skipped path(s)</summary>", ""]
-        out += [f"- `{_md(s.path)}` (rule {_md(s.rule)})" for s in plan.skipped[:50]]
+        out += [f"- {_code(s.path)} (rule {_md(s.rule)})" for s in plan.skipped[:50]]
         out += ["", "</details>"]
     if plan.unmatched:
         out += ["", f"<details><summary>{len(plan.unmatched)} unmatched path(s)</summary>", ""]
-        out += [f"- `{_md(p)}`" for p in plan.unmatched[:50]]
+        out += [f"- {_code(p)}" for p in plan.unmatched[:50]]
         out += ["", "</details>"]
     if plan.warnings:
         out += [""] + [f"> :warning: {_md(w)}" for w in plan.warnings]
