@@ -1,0 +1,1 @@
+"""Executors: the step functions (``steps``), the local executor, the Cloud Build executor."""
