@@ -46,6 +46,13 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=d(False),
         help="also include staged, unstaged and untracked files",
     )
+    parser.add_argument(
+        "--changed",
+        action="append",
+        metavar="PATH",
+        default=d([]),
+        help="plan as if PATH changed at head (repeatable); replaces the diff",
+    )
     parser.add_argument("--format", choices=FORMATS, default=d("table"), help="output format")
     parser.add_argument(
         "--debug", action="store_true", default=d(False), help="show tracebacks on errors"
@@ -125,6 +132,7 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
         base=args.base,
         head=args.head,
         working_tree=args.working_tree,
+        changed=tuple(args.changed),
     )
     command = args.command
     if command is None:

@@ -7,7 +7,7 @@ same way. Imports nothing heavy: no kfp, google-cloud or docker on this path.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,8 +15,8 @@ from orchestrator.adapters.git import Git
 from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters, short_hash
 from orchestrator.changes import resolve_changes
 from orchestrator.config import load_rules
-from orchestrator.errors import InputError
-from orchestrator.model import Plan, Rules
+from orchestrator.errors import GitError, InputError
+from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules
 from orchestrator.planning import plan_changes
 
 
@@ -29,6 +29,8 @@ class Target:
     base: str | None = None
     head: str = "HEAD"
     working_tree: bool = False
+    #: plan as if exactly these paths changed at head (``--changed``), instead of a diff
+    changed: tuple[str, ...] = ()
 
 
 def open_repo(repo: Path) -> Git:
@@ -57,12 +59,38 @@ def with_overrides(rules: Rules, env: Mapping[str, str]) -> Rules:
 def make_plan(target: Target, env: Mapping[str, str]) -> tuple[Rules, Plan]:
     rules = with_overrides(load_rules(target.rules_path), env)
     git = open_repo(target.repo)
-    changes = resolve_changes(
-        git, base=target.base, head=target.head, working_tree=target.working_tree, env=env
-    )
+    if target.changed:
+        changes = given_changes(git, target.head, target.changed)
+    else:
+        changes = resolve_changes(
+            git, base=target.base, head=target.head, working_tree=target.working_tree, env=env
+        )
     contexts = [c.context for c in rules.components]
     existing = git.existing_dirs(changes.head, contexts, target.working_tree) if contexts else ()
     return rules, plan_changes(changes, rules, existing)
+
+
+def given_changes(git: Git, head: str, paths: Sequence[str]) -> ChangeSet:
+    """A change set of ``paths`` at ``head``, as if a commit had modified exactly them."""
+    commit = git.read_commits([head])[0]
+    if commit is None:
+        raise GitError(f"--head {head}: no such commit in {git.repo}")
+    normalized = dict.fromkeys(_relative(p) for p in paths)
+    if "" in normalized:
+        raise InputError("--changed takes repository-relative paths, not an empty string")
+    return ChangeSet(
+        base=None,
+        head=commit.sha,
+        base_reason="given-paths",
+        changes=tuple(ChangedPath("M", p) for p in normalized),
+    )
+
+
+def _relative(path: str) -> str:
+    path = path.strip()
+    while path.startswith("./"):
+        path = path[2:]
+    return path
 
 
 def detect_ref(env: Mapping[str, str], git: Git) -> str:
@@ -78,9 +106,7 @@ def detect_ref(env: Mapping[str, str], git: Git) -> str:
     return git.current_ref() or "refs/heads/detached"
 
 
-def name_build(
-    target: Target, rules: Rules, plan: Plan, env: Mapping[str, str]
-) -> Artifacts:
+def name_build(target: Target, rules: Rules, plan: Plan, env: Mapping[str, str]) -> Artifacts:
     """Content-addressed names of every artifact at the plan's head (see ``artifacts``)."""
     git = open_repo(target.repo)
     dirs = [*(c.context for c in rules.components), rules.training_source.dir]
