@@ -15,6 +15,7 @@ The graph (``needs``):
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from orchestrator.errors import InputError
 from orchestrator.matching import Matcher
@@ -276,3 +277,24 @@ def stable_topological_sort(nodes: Sequence[str], needs: Mapping[str, Sequence[s
     for node in nodes:
         visit(node)
     return order
+
+
+def add_missing_artifacts(plan: Plan, rules: Rules, missing: Mapping[str, str]) -> Plan:
+    """Add the actions whose artifacts a planned ``publish`` needs but no build has made yet.
+
+    ``missing`` maps an action id (``upload_source``, ``compile_pipeline``) to the artifact
+    it would write, which the caller found absent. A content-addressed artifact is absent on
+    a fresh bucket, or after a build that failed before making it; without it the published
+    run would point at nothing.
+    """
+    if plan.action("publish") is None or not missing:
+        return plan
+    drafts: dict[str, dict[Reason, None]] = {}
+    for action in plan.actions:
+        direct = {r: None for r in action.reasons if r.implied_by is None}
+        if direct:  # purely implied actions are derived again below
+            drafts[action.id] = direct
+    for action_id, uri in missing.items():
+        if action_id not in drafts:
+            drafts[action_id] = {Reason(note=f"not built yet: {uri}"): None}
+    return replace(plan, actions=_with_implications(drafts, rules))

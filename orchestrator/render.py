@@ -65,6 +65,8 @@ def render_json(plan: Plan) -> str:
 def describe_reason(reason: Reason) -> str:
     if reason.implied_by is not None:
         return f"implied by {reason.implied_by}"
+    if reason.path is None:
+        return reason.note or reason.rule or "(no reason recorded)"
     if reason.pattern is None:
         return f"{reason.path} ({reason.note or reason.rule})"
     return f"{reason.path} (rule {reason.rule}: {reason.pattern})"
