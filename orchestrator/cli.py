@@ -6,6 +6,7 @@ Exit codes: 0 ok or nothing to do; 1 a step failed; 2 bad input or config; 3 int
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -16,7 +17,7 @@ from typing import IO, NoReturn
 from orchestrator import __version__
 from orchestrator.commands import explain, plan, validate
 from orchestrator.commands.io import CommandIO
-from orchestrator.errors import EXIT_INTERNAL, InputError, OrchestratorError
+from orchestrator.errors import EXIT_INTERNAL, EXIT_OK, InputError, OrchestratorError
 from orchestrator.output import error_line
 from orchestrator.workflow import Target
 
@@ -102,7 +103,12 @@ def main(
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     try:
-        args = build_parser().parse_args(args_list)
+        try:
+            # --help and --version print (to our stdout) and exit 0 through SystemExit
+            with contextlib.redirect_stdout(io.stdout):
+                args = build_parser().parse_args(args_list)
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else EXIT_OK
         return _dispatch(args, io)
     except OrchestratorError as exc:
         if debug:
