@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from orchestrator import __version__
-from orchestrator.commands import explain, plan, validate
+from orchestrator.commands import emit, explain, plan, validate
 from orchestrator.commands.io import CommandIO
 from orchestrator.errors import EXIT_INTERNAL, EXIT_OK, InputError, OrchestratorError
 from orchestrator.output import error_line
@@ -85,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(explain_parser, suppress=True)
     explain_parser.add_argument("paths", nargs="+", metavar="PATH")
+    run_text = "plan the range, then run the minimal steps (exit 1 if a step fails)"
+    run_parser = sub.add_parser("run", help=run_text, description=run_text)
+    _common(run_parser, suppress=True)
+    run_parser.add_argument(
+        "--executor", choices=("local", "cloudbuild"), default="local", help="default: local"
+    )
+    step_text = "perform one action of a build (what the Cloud Build steps run)"
+    step_parser = sub.add_parser("step", help=step_text, description=step_text)
+    _common(step_parser, suppress=True)
+    step_parser.add_argument("action_id", metavar="ACTION_ID")
+    step_parser.add_argument("--artifacts", required=True, metavar="JSON")
+    emit_text = "write the Cloud Build config for the plan (for gcloud builds submit --config)"
+    emit_parser = sub.add_parser("emit", help=emit_text, description=emit_text)
+    _common(emit_parser, suppress=True)
+    emit_parser.add_argument("--output", "-o", type=Path, help="write to FILE (default: stdout)")
     return parser
 
 
@@ -144,11 +159,21 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
     if command is None:
         if not args.dry_run:
             raise InputError("nothing to do: give a command (plan, explain, validate) or --dry-run")
-        return plan.run(target, args.format, io)
+        return plan.run(target, args.format, io, show_config=True)
     if args.dry_run and command != "plan":
         raise InputError(f"--dry-run does not apply to '{command}'")
     if command == "plan":
-        return plan.run(target, args.format, io)
+        return plan.run(target, args.format, io, show_config=args.dry_run)
+    if command == "emit":
+        return emit.run(target, args.output, io)
+    if command == "run":
+        from orchestrator.commands import run as run_command
+
+        return run_command.run(target, args.executor, args.format, io)
+    if command == "step":
+        from orchestrator.commands import step as step_command
+
+        return step_command.run(target, args.action_id, args.artifacts, io)
     if command == "validate":
         return validate.run(target, io)
     if command == "explain":

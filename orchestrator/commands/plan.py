@@ -1,19 +1,46 @@
-"""``plan`` and ``--dry-run``: plan the range and print it in the chosen format."""
+"""``plan`` and ``--dry-run``: plan the range and print it in the chosen format.
+
+``--dry-run`` also shows the Cloud Build config the plan emits, after the plan, for the human
+formats (table, markdown); ``json`` keeps the plan schema unchanged and ``github`` adds nothing.
+"""
 
 from __future__ import annotations
 
+import re
+
 from orchestrator import render
 from orchestrator.commands.io import CommandIO
-from orchestrator.errors import EXIT_OK, InputError
-from orchestrator.model import Plan
+from orchestrator.errors import EXIT_OK, ConfigError, InputError
+from orchestrator.model import Plan, Rules
 from orchestrator.output import make_console, wants_rich
 from orchestrator.workflow import Target, make_plan
 
 
-def run(target: Target, fmt: str, io: CommandIO) -> int:
-    _, plan = make_plan(target, io.env)
+def run(target: Target, fmt: str, io: CommandIO, *, show_config: bool = False) -> int:
+    rules, plan = make_plan(target, io.env)
     show(plan, fmt, io)
+    if show_config and fmt in ("table", "markdown"):
+        _show_config(target, rules, plan, fmt, io)
     return EXIT_OK
+
+
+def _show_config(target: Target, rules: Rules, plan: Plan, fmt: str, io: CommandIO) -> None:
+    from orchestrator.commands import emit
+
+    try:
+        build = emit.build_config(target, rules, plan, io.env)
+    except ConfigError as exc:
+        io.stdout.write(f"\nCloud Build config: not shown: {exc}\n")
+        return
+    if build is None:
+        io.stdout.write("\nCloud Build config: none (the plan has no actions)\n")
+        return
+    text = emit.config_yaml(plan, build)
+    if fmt == "markdown":
+        fence = "`" * max(3, 1 + max((len(r) for r in re.findall("`+", text)), default=0))
+        io.stdout.write(f"\n### Cloud Build config\n\n{fence}yaml\n{text}{fence}\n")
+    else:
+        io.stdout.write(f"\nCloud Build config (python -m orchestrator emit):\n\n{text}")
 
 
 def show(plan: Plan, fmt: str, io: CommandIO) -> None:
