@@ -110,7 +110,7 @@ def summary_lines(report: RunReport) -> list[str]:
     if report.published is not None:
         lines.append(f"published the run request for {report.published.get('commit', '?')}")
     if report.pipeline_run is not None:
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(report.pipeline_run.metrics.items()))
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(report.pipeline_run.metrics.items()))
         lines.append(
             f"pipeline run {report.pipeline_run.status}" + (f": {metrics}" if metrics else "")
         )
