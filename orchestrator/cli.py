@@ -100,21 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     emit_parser = sub.add_parser("emit", help=emit_text, description=emit_text)
     _common(emit_parser, suppress=True)
     emit_parser.add_argument("--output", "-o", type=Path, help="write to FILE (default: stdout)")
-    run_text = "plan the range, then run the minimal steps (exit 1 if a step fails)"
-    run_parser = sub.add_parser("run", help=run_text, description=run_text)
-    _common(run_parser, suppress=True)
-    run_parser.add_argument(
-        "--executor", choices=("local", "cloudbuild"), default="local", help="default: local"
-    )
-    step_text = "perform one action of a build (what the Cloud Build steps run)"
-    step_parser = sub.add_parser("step", help=step_text, description=step_text)
-    _common(step_parser, suppress=True)
-    step_parser.add_argument("action_id", metavar="ACTION_ID")
-    step_parser.add_argument("--artifacts", required=True, metavar="JSON")
-    emit_text = "write the Cloud Build config for the plan (for gcloud builds submit --config)"
-    emit_parser = sub.add_parser("emit", help=emit_text, description=emit_text)
-    _common(emit_parser, suppress=True)
-    emit_parser.add_argument("--output", "-o", type=Path, help="write to FILE (default: stdout)")
     return parser
 
 
@@ -181,14 +166,6 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
         return plan.run(target, args.format, io, show_config=args.dry_run)
     if command == "emit":
         return emit.run(target, args.output, io)
-    if command == "run":
-        from orchestrator.commands import run as run_command
-
-        return run_command.run(target, args.executor, args.format, io)
-    if command == "step":
-        from orchestrator.commands import step as step_command
-
-        return step_command.run(target, args.action_id, args.artifacts, io)
     if command == "run":
         from orchestrator.commands import run as run_command
 
