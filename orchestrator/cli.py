@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--executor", choices=("local", "cloudbuild"), default="local", help="default: local"
     )
+    for flag, var in (("--project", "ORCHESTRATOR_PROJECT"), ("--region", "ORCHESTRATOR_REGION")):
+        run_parser.add_argument(
+            flag, help=f"Cloud Build {flag[2:]} (default: ${var}, then rules.toml)"
+        )
     step_text = "perform one action of a build (what the Cloud Build steps run)"
     step_parser = sub.add_parser("step", help=step_text, description=step_text)
     _common(step_parser, suppress=True)
@@ -169,6 +173,11 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
     if command == "run":
         from orchestrator.commands import run as run_command
 
+        # --project/--region win over the environment, which wins over rules.toml [project]
+        flags = {"ORCHESTRATOR_PROJECT": args.project, "ORCHESTRATOR_REGION": args.region}
+        if any(flags.values()):
+            env = {**io.env, **{var: value for var, value in flags.items() if value}}
+            io = CommandIO(stdout=io.stdout, stderr=io.stderr, env=env)
         return run_command.run(target, args.executor, args.format, io)
     if command == "step":
         from orchestrator.commands import step as step_command
