@@ -250,8 +250,9 @@ class _Validator:
             context = self._typed(
                 body, "context", str, where=where, header=header, what="a string", required=True
             )
+            absolute = cast(str, context).startswith(("/", "\\"))
             context = _normalise_dir(cast(str, context))
-            if not context or ".." in context.split("/"):
+            if absolute or not context or ".." in context.split("/"):
                 raise self.fail(
                     "must be a directory inside the repository",
                     key=f"{where}.context",

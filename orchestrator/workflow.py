@@ -57,8 +57,8 @@ def with_overrides(rules: Rules, env: Mapping[str, str]) -> Rules:
 
 
 def make_plan(target: Target, env: Mapping[str, str]) -> tuple[Rules, Plan]:
-    rules = with_overrides(load_rules(target.rules_path), env)
     git = open_repo(target.repo)
+    rules = with_overrides(load_rules(target.rules_path), env)
     if target.changed:
         changes = given_changes(git, target.head, target.changed)
     else:

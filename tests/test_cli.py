@@ -186,7 +186,7 @@ def test_explain_shows_matches_negations_and_actions(repo: GitRepo) -> None:
         "  rule source: excluded by '!src/**/*.txt'\n"
         "    'src/': matches\n"
         "    '!src/**/*.txt': negation, matches\n"
-        '  => matches no rule; [unmatched] do = "all" would plan: '
+        '  => matches no rule; [unmatched] do = "all": would plan: '
         "build_image:trainer, upload_source, compile_pipeline, publish\n"
         "R.md\n"
         "  rule docs: included by '*.md'\n"

@@ -121,6 +121,8 @@ BROKEN: list[tuple[str, str, str]] = [
      "rules.toml:3: [components.a.context] must be a directory inside the repository"),
     ("context-escapes-through-subdir", V1 + '[components.a]\ncontext = "a/../../x"\n',
      "rules.toml:3: [components.a.context] must be a directory inside the repository"),
+    ("context-absolute", V1 + '[components.a]\ncontext = "/etc"\n',
+     "rules.toml:3: [components.a.context] must be a directory inside the repository"),
     ("context-is-repo-root", V1 + '[components.a]\ncontext = "."\n',
      "rules.toml:3: [components.a.context] must be a directory inside the repository"),
     ("invalid-pattern-bang", V1 + rule('"retrain"', paths='["!"]'),

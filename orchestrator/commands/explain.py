@@ -38,7 +38,7 @@ def run(target: Target, paths: Sequence[str], io: CommandIO) -> int:
         else:
             outcome = "nothing"
         if plan.unmatched:
-            outcome = f'matches no rule; [unmatched] do = "{rules.unmatched}" ' + outcome
+            outcome = f'matches no rule; [unmatched] do = "{rules.unmatched}": ' + outcome
         explained.append((path, matcher.explain(path), [a.id for a in plan.actions], outcome))
     io.stdout.write(render.render_explanations(explained))
     return EXIT_OK
