@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.pubsub",
     "tests.fixtures.cloudbuild_server",
     "tests.fixtures.functions",
+    "tests.fixtures.docker",
 ]
