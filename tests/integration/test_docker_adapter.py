@@ -1,0 +1,149 @@
+"""The Docker adapter against a real Docker engine and a local registry.
+
+The engine and the registry come from the ``docker_engine`` fixture of
+``tests/fixtures/docker.py`` (owned by the workload tests), which skips these tests when
+dockerd cannot run here (and fails them under ``CI=true``). The images here are
+``FROM scratch``, so they need no base image. The unreachable-engine and
+input tests need no engine at all.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from orchestrator.adapters import docker as docker_adapter
+from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
+from tests.fixtures._services import free_port
+
+if TYPE_CHECKING:
+    from tests.fixtures.docker import DockerEngine
+
+_MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    ]
+)
+
+
+@pytest.fixture
+def engine(docker_engine: DockerEngine) -> tuple[dict[str, str], str]:
+    """(env with DOCKER_HOST, registry host:port) from the shared Docker fixture."""
+    return {"DOCKER_HOST": docker_engine.host}, docker_engine.registry
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    (root / "docker").mkdir(parents=True)
+    (root / "hello.txt").write_text(f"hello {uuid.uuid4()}\n")  # a fresh layer every test
+    (root / "docker" / "Dockerfile").write_text(
+        "FROM scratch\nARG GREETING=none\nLABEL greeting=$GREETING\nCOPY hello.txt /hello.txt\n"
+    )
+    return root
+
+
+def _registry_digest(registry: str, repository: str, tag: str) -> str | None:
+    """The digest the registry itself serves for repository:tag (None when absent)."""
+    request = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": _MANIFEST_TYPES},
+        method="HEAD",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(response.headers["Docker-Content-Digest"])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+@pytest.mark.docker
+def test_build_and_push_returns_the_registry_digest(
+    engine: tuple[dict[str, str], str], context: Path
+) -> None:
+    env, registry = engine
+    lines: list[str] = []
+    image = f"{registry}/ct/hello:t-{uuid.uuid4().hex[:8]}"
+
+    pinned = docker_adapter.build_and_push(
+        context, "docker/Dockerfile", image, {"GREETING": "hi there"}, env=env, on_log=lines.append
+    )
+
+    repository, tag = image.rsplit(":", 1)
+    served = _registry_digest(registry, "ct/hello", tag)
+    assert served is not None and served.startswith("sha256:")
+    assert pinned == f"{repository}@{served}"
+    assert any(line.startswith("Step 1/4 : FROM scratch") for line in lines)
+    assert all("\n" not in line for line in lines)
+    assert any(served in line for line in lines)  # the push's "digest: ..." line
+
+    client = docker_adapter.engine(env)
+    try:
+        labels = client.images.get(image).labels
+    finally:
+        client.close()
+    assert labels == {"greeting": "hi there"}
+
+
+@pytest.mark.docker
+def test_failed_build_pushes_nothing(engine: tuple[dict[str, str], str], context: Path) -> None:
+    env, registry = engine
+    (context / "docker" / "Dockerfile").write_text("FROM scratch\nCOPY missing.txt /\n")
+    tag = f"t-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StepFailed, match=r"docker build of .*/ct/broken:t-\w+ failed: .*missing"):
+        docker_adapter.build_and_push(
+            context, "docker/Dockerfile", f"{registry}/ct/broken:{tag}", {}, env=env
+        )
+    assert _registry_digest(registry, "ct/broken", tag) is None
+
+
+@pytest.mark.docker
+def test_push_to_an_unreachable_registry_fails(
+    engine: tuple[dict[str, str], str], context: Path
+) -> None:
+    env, _ = engine
+    image = f"127.0.0.1:{free_port()}/ct/hello:t1"
+    with pytest.raises(StepFailed, match=r"docker push of 127\.0\.0\.1:\d+/ct/hello:t1 failed"):
+        docker_adapter.build_and_push(context, "docker/Dockerfile", image, {}, env=env)
+
+
+@pytest.mark.parametrize(
+    "docker_host",
+    ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:{port}"],
+)
+def test_unreachable_engine_names_docker_host(
+    tmp_path: Path, context: Path, docker_host: str
+) -> None:
+    env = {"DOCKER_HOST": docker_host.format(port=free_port())}
+    started = time.monotonic()
+    with pytest.raises(ServiceUnreachable, match="DOCKER_HOST") as info:
+        docker_adapter.build_and_push(
+            context, "docker/Dockerfile", "127.0.0.1:5000/ct/x:t1", {}, env=env
+        )
+    assert env["DOCKER_HOST"] in str(info.value)
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["ct/hello", "127.0.0.1:5000/ct/hello", "ct/hello@sha256:" + "0" * 64, ":tag", "repo:"],
+)
+def test_image_must_be_repository_and_tag(context: Path, image: str) -> None:
+    with pytest.raises(InputError, match="Image"):
+        docker_adapter.build_and_push(context, "docker/Dockerfile", image, {}, env={})
+
+
+def test_missing_context_or_dockerfile(context: Path) -> None:
+    with pytest.raises(InputError, match="not a directory"):
+        docker_adapter.build_and_push(context / "nope", "Dockerfile", "r/x:t", {}, env={})
+    with pytest.raises(InputError, match="Dockerfile Dockerfile not found"):
+        docker_adapter.build_and_push(context, "Dockerfile", "r/x:t", {}, env={})
