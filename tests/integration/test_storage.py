@@ -30,9 +30,12 @@ def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[st
     return dict(server.env), server.create_bucket()
 
 
-def test_upload_then_download_round_trips(backend_env: tuple[dict[str, str], str]) -> None:
+@pytest.mark.parametrize("key", ["src/abc123/source.tar.gz", "odd/sp ace/$dollar/ünï+c%de#?.txt"])
+def test_upload_then_download_round_trips(
+    backend_env: tuple[dict[str, str], str], key: str
+) -> None:
     env, bucket = backend_env
-    uri = f"gs://{bucket}/src/abc123/source.tar.gz"
+    uri = f"gs://{bucket}/{key}"
     data = b"payload \x00\xff"
     result = storage.upload_bytes(uri, data, env=env)
     assert result == storage.UploadResult(
@@ -42,7 +45,7 @@ def test_upload_then_download_round_trips(backend_env: tuple[dict[str, str], str
         created=True,
     )
     assert storage.download_bytes(uri, env=env) == data
-    assert _read_behind_the_adapter(env, bucket, "src/abc123/source.tar.gz") == data
+    assert _read_behind_the_adapter(env, bucket, key) == data
 
 
 def _read_behind_the_adapter(env: dict[str, str], bucket: str, key: str) -> bytes:
