@@ -102,6 +102,7 @@ def plan_changes(
     everything: dict[Reason, None] = {}  # reasons of "all", added to all its actions at the end
     expand = _Expander(rules, components)
 
+    new_reason = tuple.__new__  # Reason(...) without NamedTuple's Python-level __new__
     for change in changes.changes:
         for path in (change.path, change.old_path):
             if path is None or path in seen:
@@ -116,7 +117,7 @@ def plan_changes(
                 skipped.append(Skipped(path=path, rule=hits[0].rule))
                 continue
             for hit, action_ids, wants_all, by_context in steps:
-                reason = Reason(path, hit.rule, hit.pattern)
+                reason = new_reason(Reason, (path, hit.rule, hit.pattern, None, None))
                 for action_id in action_ids:
                     reasons = drafts.get(action_id)
                     if reasons is None:

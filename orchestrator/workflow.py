@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters, 
 from orchestrator.changes import resolve_changes
 from orchestrator.config import load_rules
 from orchestrator.errors import GitError, InputError
+from orchestrator.matching import Matcher
 from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules
 from orchestrator.planning import plan_changes
 
@@ -58,16 +60,26 @@ def with_overrides(rules: Rules, env: Mapping[str, str]) -> Rules:
 
 def make_plan(target: Target, env: Mapping[str, str]) -> tuple[Rules, Plan]:
     git = open_repo(target.repo)
-    rules = with_overrides(load_rules(target.rules_path), env)
-    if target.changed:
-        changes = given_changes(git, target.head, target.changed)
-    else:
-        changes = resolve_changes(
-            git, base=target.base, head=target.head, working_tree=target.working_tree, env=env
-        )
+    # git works in its own process while this one reads the rules and compiles the matcher.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if target.changed:
+            pending = pool.submit(given_changes, git, target.head, target.changed)
+        else:
+            pending = pool.submit(
+                resolve_changes,
+                git,
+                base=target.base,
+                head=target.head,
+                working_tree=target.working_tree,
+                env=env,
+            )
+        # A bad rules file is reported first; leaving the block then waits for git.
+        rules = with_overrides(load_rules(target.rules_path), env)
+        matcher = Matcher(rules.rules)
+        changes = pending.result()
     contexts = [c.context for c in rules.components]
     existing = git.existing_dirs(changes.head, contexts, target.working_tree) if contexts else ()
-    return rules, plan_changes(changes, rules, existing)
+    return rules, plan_changes(changes, rules, existing, matcher=matcher)
 
 
 def given_changes(git: Git, head: str, paths: Sequence[str]) -> ChangeSet:
