@@ -123,7 +123,7 @@ class ProjectSettings:
 @dataclass(frozen=True, slots=True)
 class TestSettings:
     command: tuple[str, ...]
-    setup: tuple[str, ...] = ()  # run before the command in a fresh build container (a shell line)
+    setup: str | None = None  # a shell line run before the command in a fresh build container
     image: str = "python:3.11-slim"  # the Cloud Build step image for the test step
 
 

@@ -65,7 +65,7 @@ def emit_build(plan: Plan, rules: Rules, artifacts: Artifacts) -> dict[str, Any]
         "substitutions": {
             "_HEAD_SHA": plan.head,
             "_BASE_SHA": plan.base or "",
-            "_REF": escape(artifacts.ref),
+            "_REF": artifacts.ref,  # substitution values are not themselves substituted
         },
         "tags": _tags(plan, artifacts),
     }
