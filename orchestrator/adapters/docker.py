@@ -12,6 +12,7 @@ docker is imported inside the functions, so the planning path never pays for it.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -158,14 +159,23 @@ def _build(
         forcerm=True,
         decode=True,
     )
-    lines = _LineBuffer(log)
+    step = ""
+
+    def sink(line: str) -> None:
+        nonlocal step
+        if line.startswith("Step "):  # "Step 2/5 : RUN ...": named in the error if it fails
+            step = line
+        log(line)
+
+    lines = _LineBuffer(sink)
     for chunk in stream:
         if "stream" in chunk:
             lines.feed(chunk["stream"])
         if "error" in chunk:
             lines.flush()
-            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-            raise StepFailed(f"docker build of {image} failed: {_one_line(detail)}")
+            detail = _one_line(chunk.get("errorDetail", {}).get("message") or chunk["error"])
+            where = f" at {_one_line(_expand_from(step, build_args))}" if step else ""
+            raise StepFailed(f"docker build of {image} failed{where}: {detail}")
     lines.flush()
 
 
@@ -207,6 +217,18 @@ class _LineBuffer:
         if self._pending:
             self._sink(self._pending.rstrip("\r"))
             self._pending = ""
+
+
+def _expand_from(step: str, build_args: Mapping[str, str]) -> str:
+    """Show ``FROM ${BASE_IMAGE}`` as the image it names, so a missing base image is named."""
+    if " : FROM " not in step:
+        return step
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return build_args.get(name, match.group(0))
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, step)
 
 
 def _split_image(image: str) -> tuple[str, str]:

@@ -99,11 +99,28 @@ def test_failed_build_pushes_nothing(engine: tuple[dict[str, str], str], context
     env, registry = engine
     (context / "docker" / "Dockerfile").write_text("FROM scratch\nCOPY missing.txt /\n")
     tag = f"t-{uuid.uuid4().hex[:8]}"
-    with pytest.raises(StepFailed, match=r"docker build of .*/ct/broken:t-\w+ failed: .*missing"):
+    with pytest.raises(
+        StepFailed,
+        match=r"docker build of .*/ct/broken:t-\w+ failed at Step 2/2 : COPY missing\.txt /: ",
+    ):
         docker_adapter.build_and_push(
             context, "docker/Dockerfile", f"{registry}/ct/broken:{tag}", {}, env=env
         )
     assert _registry_digest(registry, "ct/broken", tag) is None
+
+
+@pytest.mark.docker
+def test_missing_base_image_is_named(engine: tuple[dict[str, str], str], context: Path) -> None:
+    env, registry = engine
+    (context / "docker" / "Dockerfile").write_text("ARG BASE_IMAGE=none\nFROM ${BASE_IMAGE}\n")
+    with pytest.raises(StepFailed, match=r"failed at Step 2/2 : FROM ct-no-such-base:v0: "):
+        docker_adapter.build_and_push(
+            context,
+            "docker/Dockerfile",
+            f"{registry}/ct/nobase:t1",
+            {"BASE_IMAGE": "ct-no-such-base:v0"},
+            env=env,
+        )
 
 
 @pytest.mark.docker
