@@ -275,7 +275,7 @@ def test_a_failing_image_build_skips_its_dependents_and_publishes_nothing(
     assert report["published"] is None
     failed = "[build_image:validator] failed"
     failure = next(line for line in progress.splitlines() if failed in line)
-    assert "ct-missing-base" in failure, progress
+    assert "docker build of" in failure and "/ct/validator:c-" in failure, progress
     assert not (repo.path / ".orchestrator" / "outputs").exists()
     assert not (repo.path / ".orchestrator" / "pipeline-root").exists()
 
