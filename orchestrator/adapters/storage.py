@@ -172,6 +172,25 @@ def download_bytes(uri: str, *, env: Mapping[str, str]) -> bytes:
     return data
 
 
+def object_exists(uri: str, *, env: Mapping[str, str]) -> bool:
+    """Whether the object at ``uri`` exists (a metadata request; nothing is downloaded)."""
+    target = parse_gcs_uri(uri)
+    if backend_for(env) == "local-dir":
+        return _local_path(env[LOCAL_BUCKET_ROOT_VAR], target).is_file()
+
+    from google.api_core import exceptions as gexc
+
+    client = _client(env)
+    try:
+        blob = client.bucket(target.bucket).blob(target.key)
+        return bool(blob.exists(timeout=_REQUEST_TIMEOUT, retry=_retry(env)))
+    except gexc.GoogleAPICallError as exc:
+        where = _service_name(env)
+        raise StepFailed(f"Looking up {target} in {where} failed: {_api_message(exc)}") from exc
+    except Exception as exc:  # transport errors have many types; see _unreachable
+        raise _unreachable(exc, env) from exc
+
+
 def build_source_tarball(
     source_dir: Path, *, exclude_names: frozenset[str] = DEFAULT_TARBALL_EXCLUDES
 ) -> SourceTarball:

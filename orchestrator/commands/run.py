@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Literal
 
+from orchestrator.artifacts import Artifacts
 from orchestrator.commands.io import CommandIO
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, InputError
+from orchestrator.planning import add_missing_artifacts
 from orchestrator.run.local import local_env, make_progress, run_local
 from orchestrator.run.report import RunReport, summary_lines
 from orchestrator.workflow import Target, make_plan, name_build
 
 Executor = Literal["local", "cloudbuild"]
 EXECUTORS: tuple[Executor, ...] = ("local", "cloudbuild")
+
+
+def missing_artifacts(artifacts: Artifacts, env: Mapping[str, str]) -> dict[str, str]:
+    """The artifacts a publish reads that no build has made yet, by the action that makes them."""
+    from orchestrator.adapters.storage import object_exists
+
+    wanted = {"upload_source": artifacts.source_uri, "compile_pipeline": artifacts.spec_uri}
+    return {action: uri for action, uri in wanted.items() if not object_exists(uri, env=env)}
 
 
 def run(target: Target, executor: str, fmt: str, io: CommandIO) -> int:
@@ -28,6 +39,8 @@ def run(target: Target, executor: str, fmt: str, io: CommandIO) -> int:
     elif executor == "local":
         env = local_env(target.repo, io.env)
         artifacts = name_build(target, rules, plan, env)
+        if plan.action("publish") is not None:
+            plan = add_missing_artifacts(plan, rules, missing_artifacts(artifacts, env))
         report = run_local(
             target.repo, rules, plan, artifacts, io.env, progress=make_progress(stream, io.env)
         )
