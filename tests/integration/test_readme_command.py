@@ -36,7 +36,9 @@ def test_the_readme_main_command_runs_the_loop_and_prints_the_accuracy(tmp_path:
     subprocess.run(
         ["git", "clone", "--quiet", str(PROJECT), str(clone)], check=True, capture_output=True
     )
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS and not k.startswith("GITHUB_")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in SERVICE_VARS and not k.startswith("GITHUB_")
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["NO_COLOR"] = "1"
 
