@@ -273,7 +273,7 @@ def read_bytes(uri: str, environ: Mapping[str, str] | None = None) -> bytes:
 def run_vertex(
     request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
 ) -> RunResult:
-    from google.api_core.exceptions import AlreadyExists
+    from google.api_core.exceptions import Conflict  # AlreadyExists is a Conflict (409)
     from google.cloud import aiplatform
 
     kwargs: dict[str, Any] = {}
@@ -300,7 +300,7 @@ def run_vertex(
         )
         try:
             job.submit(service_account=config.service_account)
-        except AlreadyExists:
+        except Conflict:
             return RunResult(request.run_id, "vertex", "duplicate", detail="job id already exists")
     return RunResult(request.run_id, "vertex", "submitted", detail=job.resource_name)
 
