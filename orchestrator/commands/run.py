@@ -8,6 +8,7 @@ from typing import Literal
 
 from orchestrator.artifacts import Artifacts
 from orchestrator.commands.io import CommandIO
+from orchestrator.commands.plan import show as show_plan
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, InputError
 from orchestrator.planning import add_missing_artifacts
 from orchestrator.run.local import local_env, make_progress, run_local
@@ -34,13 +35,19 @@ def run(target: Target, executor: str, fmt: str, io: CommandIO) -> int:
     rules, plan = make_plan(target, io.env)
     # Progress goes to stderr when stdout carries the JSON report.
     stream = io.stderr if fmt == "json" else io.stdout
+    if fmt == "table":  # what is about to happen, and why, before it happens
+        show_plan(plan, "table", CommandIO(stdout=stream, stderr=io.stderr, env=io.env))
     if not plan.has_work:
         report = RunReport(status="nothing-to-do")
     elif executor == "local":
         env = local_env(target.repo, io.env)
         artifacts = name_build(target, rules, plan, env)
         if plan.action("publish") is not None:
-            plan = add_missing_artifacts(plan, rules, missing_artifacts(artifacts, env))
+            completed = add_missing_artifacts(plan, rules, missing_artifacts(artifacts, env))
+            if completed != plan and fmt == "table":
+                added = [a.id for a in completed.actions if plan.action(a.id) is None]
+                stream.write(f"Not built yet, added to the plan: {', '.join(added)}\n")
+            plan = completed
         report = run_local(
             target.repo, rules, plan, artifacts, io.env, progress=make_progress(stream, io.env)
         )
