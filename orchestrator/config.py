@@ -380,23 +380,31 @@ class _Validator:
             rules.append(Rule(name=name, patterns=patterns, do=directives, line=header))
         return tuple(rules)
 
-    def _patterns(
-        self, body: Mapping[str, Any], *, where: str, header: int | None
-    ) -> tuple[str, ...]:
-        value = body.get("paths")
-        line = self._key_line("paths", header)
-        if "paths" not in body:
-            raise self.fail("missing required key 'paths'", key=where, line=header)
+    def _string_list(
+        self, body: Mapping[str, Any], key: str, *, where: str, header: int | None
+    ) -> list[str]:
+        """A required, non-empty string or list of strings (a string is a list of one)."""
+        if key not in body:
+            raise self.fail(f"missing required key '{key}'", key=where, line=header)
+        value = body[key]
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        line = self._key_line(key, header)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(
-                f"must be a list of strings, not {_describe(value)}",
-                key=f"{where}.paths",
+                f"must be a string or a list of strings, not {_describe(value)}",
+                key=f"{where}.{key}",
                 line=line,
             )
         if not value:
-            raise self.fail("must not be empty", key=f"{where}.paths", line=line)
+            raise self.fail("must not be empty", key=f"{where}.{key}", line=line)
+        return value
+
+    def _patterns(
+        self, body: Mapping[str, Any], *, where: str, header: int | None
+    ) -> tuple[str, ...]:
+        value = self._string_list(body, "paths", where=where, header=header)
+        line = self._key_line("paths", header)
         for pattern in value:
             try:
                 compile_pattern(pattern)
@@ -413,20 +421,8 @@ class _Validator:
         components: set[str],
         test: TestSettings | None,
     ) -> tuple[Directive, ...]:
+        value = self._string_list(body, "do", where=where, header=header)
         line = self._key_line("do", header)
-        if "do" not in body:
-            raise self.fail("missing required key 'do'", key=where, line=header)
-        value = body["do"]
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(
-                f"must be a string or a list of strings, not {_describe(value)}",
-                key=f"{where}.do",
-                line=line,
-            )
-        if not value:
-            raise self.fail("must not be empty", key=f"{where}.do", line=line)
         directives = []
         for item in value:
             kind, _, target = item.partition(":")

@@ -13,38 +13,7 @@ import yaml
 from orchestrator.adapters.cloudbuild import build_from_dict
 from orchestrator.cli import main
 from tests.fixtures.gitrepo import GitRepo, git_env
-
-RULES = """\
-version = 1
-
-[project]
-gcp_project = "demo-project"
-region = "us-central1"
-bucket = "demo-bucket"
-registry = "us-central1-docker.pkg.dev/demo-project/ct"
-topic = "training-runs"
-
-[test]
-command = ["python", "-c", "print('ok')"]
-
-[components.trainer]
-context = "components/trainer"
-
-[[rule]]
-name = "docs"
-paths = ["*.md"]
-do = "skip"
-
-[[rule]]
-name = "code"
-paths = ["src/"]
-do = "test"
-
-[[rule]]
-name = "images"
-paths = ["components/"]
-do = "build_image"
-"""
+from tests.samples import SMALL_RULES as RULES
 
 
 def _repo(git_repo: GitRepo, rules: str = RULES) -> GitRepo:

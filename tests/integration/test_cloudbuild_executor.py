@@ -20,38 +20,7 @@ from orchestrator.cli import main
 from tests.fixtures._services import free_port
 from tests.fixtures.cloudbuild_server import LocalCloudBuild
 from tests.fixtures.gitrepo import GitRepo
-
-RULES = """\
-version = 1
-
-[project]
-gcp_project = "demo-project"
-region = "us-central1"
-bucket = "demo-bucket"
-registry = "us-central1-docker.pkg.dev/demo-project/ct"
-topic = "training-runs"
-
-[test]
-command = ["python", "-c", "print('ok')"]
-
-[components.trainer]
-context = "components/trainer"
-
-[[rule]]
-name = "docs"
-paths = ["*.md"]
-do = "skip"
-
-[[rule]]
-name = "code"
-paths = ["src/"]
-do = "test"
-
-[[rule]]
-name = "images"
-paths = ["components/"]
-do = "build_image"
-"""
+from tests.samples import SMALL_RULES as RULES
 
 
 def _repo(git_repo: GitRepo) -> GitRepo:
