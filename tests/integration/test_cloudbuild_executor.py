@@ -63,8 +63,9 @@ def test_a_successful_build_exits_0_and_prints_its_id(
     build_id = out.split("Cloud Build build ", 1)[1].split()[0]
     assert cloudbuild_api.polls(build_id) >= 2  # the id the server gave, followed to the end
     lines = out.splitlines()
-    assert lines[1] == f"Cloud Build build {build_id} in demo-project/us-central1"
-    assert lines[2] == f"logs: http://{cloudbuild_api.address}/builds/{build_id}/log"
+    assert lines[0].startswith("Plan for ")  # the plan comes first
+    at = lines.index(f"Cloud Build build {build_id} in demo-project/us-central1")
+    assert lines[at + 1] == f"logs: http://{cloudbuild_api.address}/builds/{build_id}/log"
     assert "[build_image:trainer] SUCCESS" in lines
     assert "[build_image:trainer] QUEUED" not in lines  # steps not started yet are not news
     assert lines[-1] == "run succeeded"
