@@ -277,11 +277,16 @@ def run_vertex(
     from google.cloud import aiplatform
 
     kwargs: dict[str, Any] = {}
+    credentials = None
     if config.vertex_endpoint:
         if config.vertex_endpoint.startswith("http://"):
             from google.auth.credentials import AnonymousCredentials
 
-            kwargs.update(credentials=AnonymousCredentials(), api_transport="rest")
+            # For this job only, not aiplatform.init: aiplatform's pipeline-root ownership
+            # check asks the real Resource Manager (no endpoint override) with the global
+            # credentials; anonymous ones would send it there, retrying for about a minute.
+            credentials = AnonymousCredentials()
+            kwargs["api_transport"] = "rest"
         kwargs["api_endpoint"] = config.vertex_endpoint
     aiplatform.init(project=config.project, location=config.region, **kwargs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -297,6 +302,7 @@ def run_vertex(
             enable_caching=config.enable_caching,
             project=config.project,
             location=config.region,
+            credentials=credentials,
         )
         try:
             job.submit(service_account=config.service_account)

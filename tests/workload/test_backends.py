@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -80,10 +81,15 @@ def test_vertex_backend_sends_the_expected_pipeline_job(
     local_bucket: LocalBucket,
     gcs_server: GcsServer,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     # aiplatform makes sure the pipeline root bucket exists (google-cloud-storage): the emulator.
     for name, value in gcs_server.env.items():
         monkeypatch.setenv(name, value)
+    # Its bucket-ownership check then asks the real Resource Manager, with default credentials
+    # (the function gives the anonymous ones to the job only): make sure there are none, so the
+    # check fails at once (aiplatform logs and ignores it) instead of reaching for the cloud.
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-credentials.json"))
     fn = load_function()
     config = fn.Config.from_env(
         {
