@@ -13,7 +13,8 @@ Configuration (environment variables):
 ``CT_BACKEND``         ``vertex`` | ``kfp`` | ``local`` (default ``vertex``)
 ``CT_PROJECT``         Google Cloud project (vertex)
 ``CT_REGION``          Vertex AI region (default ``us-central1``)
-``CT_PIPELINE_ROOT``   pipeline root: ``gs://...`` (vertex), a local directory (local)
+``CT_PIPELINE_ROOT``   pipeline root: ``gs://...`` (vertex; kfp, optional), a local
+                       directory (local)
 ``CT_DATA_URI``        the ``data_uri`` pipeline parameter (default: the bundled digits)
 ``CT_SERVICE_ACCOUNT`` service account the run executes as (vertex, kfp)
 ``CT_KFP_HOST``        Kubeflow Pipelines endpoint, e.g. ``http://ml-pipeline-ui:80`` (kfp)
@@ -335,7 +336,8 @@ def run_kfp(
             str(package),
             arguments=dict(request.parameter_values),
             run_name=request.run_id,
-            experiment_name=config.kfp_experiment,
+            experiment_id=experiment.experiment_id,  # the one searched above, not a new lookup
+            pipeline_root=config.pipeline_root or None,  # None: the deployment's default root
             enable_caching=config.enable_caching,
             service_account=config.service_account,
         )

@@ -1,15 +1,20 @@
-"""The Vertex AI backend against a local HTTP server standing in for the Vertex API.
+"""The Vertex AI and Kubeflow backends against local HTTP servers standing in for those APIs.
 
-The real ``google-cloud-aiplatform`` client sends real REST requests (``CT_VERTEX_ENDPOINT``
-is an ``http://`` URL); the test checks what it sent: the compiled spec, the parameter values,
-the job id and the labels. The server answers a second create with the same job id with 409,
-as Vertex does, so a redelivered message is a duplicate.
+Vertex: the real ``google-cloud-aiplatform`` client sends real REST requests
+(``CT_VERTEX_ENDPOINT`` is an ``http://`` URL); the test checks what it sent: the compiled spec,
+the parameter values, the job id and the labels. The server answers a second create with the
+same job id with 409, as Vertex does, so a redelivered message is a duplicate.
+
+Kubeflow: the real ``kfp.Client`` talks to a server implementing the KFP v2beta1 REST calls the
+function makes (healthz, experiments list/create, runs list/create, with the API's filter
+predicates); the test checks the create-run request and that a redelivery creates no run.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +72,7 @@ def vertex() -> Iterator[VertexStandIn]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield state
@@ -129,5 +134,170 @@ def test_vertex_backend_sends_the_expected_pipeline_job(
     runtime = body["runtimeConfig"]
     assert runtime["gcsOutputDirectory"] == "gs://ct-pipeline-root/runs"
     values = runtime["parameterValues"]
+    assert values["source_uri"] == local_bucket.source_uri
+    assert {k: values[k] for k in PARAMS} == PARAMS
+
+
+# ---------------------------------------------------------------------------
+# Kubeflow Pipelines
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class KfpStandIn:
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    experiments: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def sent(self, method: str, path: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if (r["method"], r["path"]) == (method, path)]
+
+
+def _matches(item: dict[str, Any], encoded_filter: str) -> bool:
+    """The API's filter (a JSON ``Filter`` proto): EQUALS on string fields is all we need.
+
+    Field names are accepted in both proto JSON spellings, as the server's parser does."""
+    if not encoded_filter:
+        return True
+    for predicate in json.loads(encoded_filter).get("predicates", []):
+        if predicate.get("operation") not in ("EQUALS", 1):
+            raise ValueError(f"unsupported operation in {predicate}")
+        value = predicate.get("stringValue", predicate.get("string_value"))
+        if predicate.get("key") != "display_name" or value is None:
+            raise ValueError(f"unsupported predicate {predicate}")
+        if item.get("display_name") != value:
+            return False
+    return True
+
+
+@pytest.fixture
+def kfp_server() -> Iterator[KfpStandIn]:
+    state = KfpStandIn(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def _handle(self, method: str) -> None:
+            url = urlparse(self.path)
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+            with lock:
+                state.requests.append(
+                    {"method": method, "path": url.path, "query": query, "body": body}
+                )
+                try:
+                    code, payload = self._route(method, url.path, query, body)
+                except ValueError as error:
+                    code, payload = 400, {"error": str(error), "code": 3}
+            out = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def _route(
+            self, method: str, path: str, query: dict[str, str], body: dict[str, Any]
+        ) -> tuple[int, dict[str, Any]]:
+            if (method, path) == ("GET", "/apis/v2beta1/healthz"):
+                return 200, {"multi_user": False}
+            if (method, path) == ("GET", "/apis/v2beta1/experiments"):
+                found = [e for e in state.experiments if _matches(e, query.get("filter", ""))]
+                return 200, {"experiments": found, "total_size": len(found)} if found else {}
+            if (method, path) == ("POST", "/apis/v2beta1/experiments"):
+                experiment = {**body, "experiment_id": str(uuid.uuid4())}
+                state.experiments.append(experiment)
+                return 200, experiment
+            if (method, path) == ("GET", "/apis/v2beta1/runs"):
+                found = [
+                    r
+                    for r in state.runs
+                    if r["experiment_id"] == query.get("experiment_id", r["experiment_id"])
+                    and _matches(r, query.get("filter", ""))
+                ][: int(query.get("page_size", 0)) or None]
+                return 200, {"runs": found, "total_size": len(found)} if found else {}
+            if (method, path) == ("POST", "/apis/v2beta1/runs"):
+                run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING"}
+                state.runs.append(run)
+                return 200, run
+            return 404, {"error": f"no stand-in for {method} {path}", "code": 5}
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+# kfp.Client warns on every construction that it needs a KFP 2.0.0-beta.2+ server.
+@pytest.mark.filterwarnings("ignore:This client only works with Kubeflow Pipeline:FutureWarning")
+def test_kfp_backend_creates_one_run_with_the_compiled_spec(
+    kfp_server: KfpStandIn, local_bucket: LocalBucket
+) -> None:
+    fn = load_function()
+    config = fn.Config.from_env(
+        {
+            "CT_BUCKET": local_bucket.bucket,
+            "CT_BACKEND": "kfp",
+            "CT_KFP_HOST": kfp_server.url,
+            "CT_KFP_EXPERIMENT": "ct-digits",
+            "CT_PIPELINE_ROOT": "gs://ct-pipeline-root/kfp",
+            "CT_SERVICE_ACCOUNT": "pipeline-runner",
+            "CT_ENABLE_CACHING": "false",
+        }
+    )
+    env = {"ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(local_bucket.root)}
+    data = encode(valid_message(local_bucket, ref="refs/heads/Feature/X"))
+
+    first = fn.handle_message(data, {}, config, env)
+    again = fn.handle_message(data, {}, config, env)
+
+    spec_bytes = local_bucket.spec_path.read_bytes()
+    expected_name = fn.run_id_for(SHA, spec_bytes)
+    assert kfp_server.sent("GET", "/apis/v2beta1/healthz")
+    # One experiment, created once, by its configured name; both messages looked for the run in it.
+    assert [e["display_name"] for e in kfp_server.experiments] == ["ct-digits"]
+    assert len(kfp_server.sent("POST", "/apis/v2beta1/experiments")) == 1
+    experiment_id = kfp_server.experiments[0]["experiment_id"]
+    lookups = kfp_server.sent("GET", "/apis/v2beta1/runs")
+    assert len(lookups) == 2
+    assert all(r["query"]["experiment_id"] == experiment_id for r in lookups)
+
+    created = kfp_server.sent("POST", "/apis/v2beta1/runs")
+    assert len(created) == 1, "a redelivered message must not create a second run"
+    run_id = kfp_server.runs[0]["run_id"]
+    assert (first.status, first.run_id, first.detail) == ("submitted", expected_name, run_id)
+    assert (again.status, again.run_id, again.detail) == ("duplicate", expected_name, run_id)
+
+    body = created[0]["body"]
+    assert body["display_name"] == expected_name
+    assert body["experiment_id"] == experiment_id
+    assert body["service_account"] == "pipeline-runner"
+    spec = yaml.safe_load(spec_bytes)  # the compiled spec, images included
+    sent_spec = body["pipeline_spec"]
+    for key in ("deploymentSpec", "components", "pipelineInfo", "sdkVersion"):
+        assert sent_spec[key] == spec[key], key
+    tasks = sent_spec["root"]["dag"]["tasks"]
+    assert tasks.keys() == spec["root"]["dag"]["tasks"].keys()
+    # CT_ENABLE_CACHING=false reaches every task (the client rewrites the compiled default).
+    assert {name: task["cachingOptions"] for name, task in tasks.items()} == {
+        name: {} for name in tasks
+    }
+    runtime = body["runtime_config"]
+    assert runtime["pipeline_root"] == "gs://ct-pipeline-root/kfp"
+    values = runtime["parameters"]
     assert values["source_uri"] == local_bucket.source_uri
     assert {k: values[k] for k in PARAMS} == PARAMS
