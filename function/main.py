@@ -360,9 +360,15 @@ def run_local(
         with open(entry, "x") as f:
             json.dump({"commit": request.message.commit, "status": "running"}, f)
     except FileExistsError:
+        # The earlier run's metrics, so a redelivery (or a repeated local run) reports them;
+        # none while that run is still going.
         previous = json.loads(entry.read_text() or "{}")
         return RunResult(
-            request.run_id, "local", "duplicate", detail=f"already {previous.get('status')}"
+            request.run_id,
+            "local",
+            "duplicate",
+            metrics=previous.get("metrics") or {},
+            detail=f"already {previous.get('status', 'running')}",
         )
     env = os.environ if environ is None else environ
     repo_root = str(FUNCTION_DIR.parent)
@@ -381,7 +387,14 @@ def run_local(
     except BaseException:
         entry.unlink()  # not a verdict on the message: let a redelivery try again
         raise
-    entry.write_text(json.dumps({"commit": request.message.commit, "status": outcome.status}))
+    verdict = {
+        "commit": request.message.commit,
+        "status": outcome.status,
+        "metrics": dict(outcome.metrics),
+    }
+    partial = entry.with_name(f".{entry.name}.{os.getpid()}")
+    partial.write_text(json.dumps(verdict))
+    partial.replace(entry)  # atomic: a concurrent redelivery never reads half an entry
     return RunResult(
         request.run_id, "local", outcome.status, metrics=outcome.metrics, detail=outcome.error or ""
     )

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.errors import StepFailed
 from orchestrator.model import Action, Plan
 from orchestrator.run.local import PlainProgress, execute
-from orchestrator.run.report import RunReport, StepReport, summary_lines
+from orchestrator.run.report import PipelineRun, RunReport, StepReport, summary_lines
 from orchestrator.run.steps import StepOutcome
 
 
@@ -174,3 +174,21 @@ def test_summary_ends_with_the_status(steps: tuple[StepReport, ...], expected: s
     assert status == expected
     lines = summary_lines(RunReport(status=status, steps=steps))
     assert lines[-1] in (f"run {expected}", "nothing to do: the plan has no actions")
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        (PipelineRun("succeeded", {"accuracy": 0.97222, "f1": 0.9}, "ct-1"),
+         "pipeline run succeeded: accuracy 0.9722, f1 0.9"),
+        (PipelineRun("duplicate", {"accuracy": 0.97222}, "ct-1"),
+         "pipeline run ct-1 already ran for these inputs: accuracy 0.9722"),
+        (PipelineRun("duplicate", {}, "ct-1"),  # the earlier run is still going
+         "pipeline run ct-1 already ran for these inputs"),
+        (PipelineRun("failed", {}, "ct-1"), "pipeline run failed"),
+    ],
+)  # fmt: skip
+def test_summary_reports_the_pipeline_run(run: PipelineRun, expected: str) -> None:
+    steps = (StepReport("publish", "succeeded", 1.0),)
+    lines = summary_lines(RunReport(status="succeeded", steps=steps, pipeline_run=run))
+    assert lines[-2:] == [expected, "run succeeded"]

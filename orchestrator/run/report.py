@@ -95,6 +95,11 @@ def overall_status(steps: tuple[StepReport, ...]) -> RunStatus:
     return "succeeded" if all(s.status == "succeeded" for s in steps) else "failed"
 
 
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    """``accuracy 0.9722, f1 0.97``: sorted by name, four significant digits."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
+
+
 def summary_lines(report: RunReport) -> list[str]:
     """The plain-text summary printed at the end of a run (table format)."""
     if report.status == "nothing-to-do":
@@ -110,9 +115,13 @@ def summary_lines(report: RunReport) -> list[str]:
     if report.published is not None:
         lines.append(f"published the run request for {report.published.get('commit', '?')}")
     if report.pipeline_run is not None:
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(report.pipeline_run.metrics.items()))
-        lines.append(
-            f"pipeline run {report.pipeline_run.status}" + (f": {metrics}" if metrics else "")
-        )
+        run = report.pipeline_run
+        metrics = format_metrics(run.metrics)
+        if run.status == "duplicate":  # the same commit and spec ran before: its result
+            head = " ".join(filter(None, ("pipeline run", run.run_id, "already ran")))
+            head += " for these inputs"
+        else:
+            head = f"pipeline run {run.status}"
+        lines.append(head + (f": {metrics}" if metrics else ""))
     lines.append(f"run {report.status}")
     return lines

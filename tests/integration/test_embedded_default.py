@@ -8,6 +8,7 @@ kfp.local (two pipeline runs here, ~5-10 s each).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -49,6 +50,17 @@ def test_run_builds_publishes_in_process_and_retrains_with_new_parameters(
     assert len(list((bucket / "source").glob("*/training_src.tar.gz"))) == 1
     assert len(list((bucket / "pipelines").glob("*/pipeline.yaml"))) == 1
     assert repo.git("status", "--porcelain") == ""  # .orchestrator/ is ignored
+
+    # The same commit again: no second pipeline run, but the result of the one that ran.
+    rerun = orchestrator(repo)
+
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    accuracy = re.search(r"pipeline run succeeded: accuracy (\S+)", first.stdout)
+    assert accuracy, first.stdout
+    assert f"already ran for these inputs: accuracy {accuracy.group(1)}" in rerun.stdout, (
+        rerun.stdout
+    )
+    assert len(list((repo.path / ".orchestrator" / "pipeline-root").glob("ct-*"))) == 1
 
     # A new hyper-parameter value: publish alone, with the spec compiled by the first run.
     params = (repo.path / "pipeline/params.toml").read_text()

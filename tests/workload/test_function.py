@@ -208,11 +208,18 @@ def test_valid_message_runs_once_and_duplicate_starts_nothing(
     assert logged["first"]["run"]["metrics"]["accuracy"] > 0.9
     assert logged["again"]["run"]["status"] == "duplicate"
     assert logged["again"]["run"]["run_id"] == logged["first"]["run"]["run_id"]
+    # The duplicate reports the result of the run that happened.
+    assert logged["again"]["run"]["metrics"] == logged["first"]["run"]["metrics"]
+    assert logged["again"]["run"]["detail"] == "already succeeded"
     assert [p.name for p in runs_in(root)] == [logged["first"]["run"]["run_id"]]
-    ledger = json.loads(
-        (root / ".ct-ledger" / f"{logged['first']['run']['run_id']}.json").read_text()
-    )
-    assert ledger == {"commit": SHA, "status": "succeeded"}
+    ledger_dir = root / ".ct-ledger"
+    ledger = json.loads((ledger_dir / f"{logged['first']['run']['run_id']}.json").read_text())
+    assert ledger == {
+        "commit": SHA,
+        "status": "succeeded",
+        "metrics": logged["first"]["run"]["metrics"],
+    }
+    assert [p.name for p in ledger_dir.iterdir()] == [f"{logged['first']['run']['run_id']}.json"]
 
 
 def test_in_process_concurrent_duplicates_start_one_run(
