@@ -9,7 +9,7 @@ from typing import Literal
 from orchestrator.artifacts import Artifacts
 from orchestrator.commands.io import CommandIO
 from orchestrator.commands.plan import show as show_plan
-from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, InputError
+from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, InputError, ServiceUnreachable
 from orchestrator.planning import add_missing_artifacts
 from orchestrator.run.local import local_env, make_progress, run_local
 from orchestrator.run.report import RunReport, summary_lines
@@ -24,7 +24,10 @@ def missing_artifacts(artifacts: Artifacts, env: Mapping[str, str]) -> dict[str,
     from orchestrator.adapters.storage import object_exists
 
     wanted = {"upload_source": artifacts.source_uri, "compile_pipeline": artifacts.spec_uri}
-    return {action: uri for action, uri in wanted.items() if not object_exists(uri, env=env)}
+    try:
+        return {action: uri for action, uri in wanted.items() if not object_exists(uri, env=env)}
+    except ServiceUnreachable:
+        return {}  # the steps themselves will meet it, and the report will name it
 
 
 def run(target: Target, executor: str, fmt: str, io: CommandIO) -> int:
