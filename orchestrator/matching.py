@@ -245,7 +245,10 @@ class Matcher:
 
     def match(self, path: str) -> tuple[RuleHit, ...]:
         """The rules ``path`` hits, in rules-file order, each with its deciding pattern."""
-        ids = self.matched_ids(path)
+        return self.decide(self.matched_ids(path))
+
+    def decide(self, ids: frozenset[int]) -> tuple[RuleHit, ...]:
+        """The rules hit by a set of matched patterns (see ``matched_ids``), cached."""
         hits = self._decisions.get(ids)
         if hits is None:
             hits = self._decisions[ids] = self._decide(ids)

@@ -38,27 +38,38 @@ class UnmatchedPathsError(InputError):
 
 _UNMATCHED_NOTE = 'matches no rule; [unmatched] do = "all"'
 
-#: What one acting rule hit asks for: the hit, the action ids it requests whatever the path,
-#: whether it says "all", and whether it says build_image for the component(s) holding the path.
-_Step = tuple[RuleHit, tuple[str, ...], bool, bool]
+#: What one acting rule hit asks for: its rule and pattern, the reason collections that every
+#: path it matches joins (one per requested action, and "all"'s), and whether it says
+#: build_image for the component(s) holding the path.
+_Step = tuple[str, str, tuple[dict[Reason, None], ...], bool]
 
 
 class _Expander:
-    """Rule hits -> requested actions, computed once per distinct tuple of hits."""
+    """Matched patterns -> (hits, steps), computed once per distinct set of matched patterns."""
 
-    def __init__(self, rules: Rules, components: _ComponentIndex) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        matcher: Matcher,
+        components: _ComponentIndex,
+        drafts: dict[str, dict[Reason, None]],
+        everything: dict[Reason, None],
+    ) -> None:
         self._directives = {r.name: r.do for r in rules.rules}
         self._skip = {r.name for r in rules.rules if r.is_skip}
+        self._matcher = matcher
         self._components = components
-        self._cache: dict[tuple[RuleHit, ...], tuple[_Step, ...]] = {}
+        self._drafts = drafts
+        self._everything = everything
+        self._cache: dict[frozenset[int], tuple[tuple[RuleHit, ...], tuple[_Step, ...]]] = {}
 
-    def steps(self, hits: tuple[RuleHit, ...]) -> tuple[_Step, ...]:
-        """Empty when every hit is a skip rule (the path is explicitly ignored)."""
-        cached = self._cache.get(hits)
+    def expand(self, ids: frozenset[int]) -> tuple[tuple[RuleHit, ...], tuple[_Step, ...]]:
+        """The hits, and their steps (empty when every hit is a skip rule)."""
+        cached = self._cache.get(ids)
         if cached is None:
-            cached = self._cache[hits] = tuple(
-                self._step(hit) for hit in hits if hit.rule not in self._skip
-            )
+            hits = self._matcher.decide(ids)
+            steps = tuple(self._step(hit) for hit in hits if hit.rule not in self._skip)
+            cached = self._cache[ids] = (hits, steps)
         return cached
 
     def _step(self, hit: RuleHit) -> _Step:
@@ -77,7 +88,10 @@ class _Expander:
                     ids.append(f"build_image:{directive.target}")
             elif kind != "skip":
                 ids.append(kind)
-        return hit, tuple(dict.fromkeys(ids)), wants_all, by_context
+        sinks = [self._drafts.setdefault(i, {}) for i in dict.fromkeys(ids)]
+        if wants_all:
+            sinks.append(self._everything)
+        return hit.rule, hit.pattern, tuple(sinks), by_context
 
 
 def plan_changes(
@@ -97,45 +111,39 @@ def plan_changes(
     warnings: dict[str, None] = {}
     skipped: list[Skipped] = []
     unmatched: list[str] = []
-    seen: set[str] = set()
     components = _ComponentIndex(rules, existing_dirs, warnings)
     everything: dict[Reason, None] = {}  # reasons of "all", added to all its actions at the end
-    expand = _Expander(rules, components)
-
+    expand = _Expander(rules, matcher, components, drafts, everything).expand
+    matched_ids = matcher.matched_ids
     new_reason = tuple.__new__  # Reason(...) without NamedTuple's Python-level __new__
-    for change in changes.changes:
-        for path in (change.path, change.old_path):
-            if path is None or path in seen:
-                continue
-            seen.add(path)
-            hits = matcher.match(path)
-            if not hits:
-                unmatched.append(path)
-                continue
-            steps = expand.steps(hits)
-            if not steps:
+
+    # every touched path once, in diff order; a rename counts for its old path too
+    paths = dict.fromkeys(
+        p for c in changes.changes for p in (c.path, c.old_path) if p is not None
+    )
+    for path in paths:
+        hits, steps = expand(matched_ids(path))
+        if not steps:
+            if hits:
                 skipped.append(Skipped(path=path, rule=hits[0].rule))
-                continue
-            for hit, action_ids, wants_all, by_context in steps:
-                reason = new_reason(Reason, (path, hit.rule, hit.pattern, None, None))
-                for action_id in action_ids:
-                    reasons = drafts.get(action_id)
-                    if reasons is None:
-                        reasons = drafts[action_id] = {}
-                    reasons[reason] = None
-                if wants_all:
-                    everything[reason] = None
-                if by_context:
-                    targets = components.containing(path)
-                    if not targets:
-                        warnings.setdefault(
-                            f"{path}: rule '{hit.rule}' says build_image but the path lies in "
-                            "no component's context; no image is built for it",
-                            None,
-                        )
-                    for target in targets:
-                        if components.buildable_name(target):
-                            drafts.setdefault(f"build_image:{target}", {})[reason] = None
+            else:
+                unmatched.append(path)
+            continue
+        for rule, pattern, sinks, by_context in steps:
+            reason = new_reason(Reason, (path, rule, pattern, None, None))
+            for sink in sinks:
+                sink[reason] = None
+            if by_context:
+                targets = components.containing(path)
+                if not targets:
+                    warnings.setdefault(
+                        f"{path}: rule '{rule}' says build_image but the path lies in "
+                        "no component's context; no image is built for it",
+                        None,
+                    )
+                for target in targets:
+                    if components.buildable_name(target):
+                        drafts.setdefault(f"build_image:{target}", {})[reason] = None
 
     if unmatched and rules.unmatched == "error":
         shown = ", ".join(repr(p) for p in unmatched[:10])
