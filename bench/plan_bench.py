@@ -61,7 +61,10 @@ def make_rules(path: Path, count: int) -> None:
         lines += [f"[components.c{s}]", f'context = "services/s{s}"']
     shapes = [
         lambda n: ([f"services/s{n % 100}/"], "build_image" if n % 100 < 20 else "upload_source"),
-        lambda n: ([f"services/s{n % 100}/mod{n % 20}/", f"!services/s{n % 100}/mod{n % 20}/*.md"], "test"),
+        lambda n: (
+            [f"services/s{n % 100}/mod{n % 20}/", f"!services/s{n % 100}/mod{n % 20}/*.md"],
+            "test",
+        ),
         lambda n: ([f"*.{('md', 'rst', 'adoc')[n % 3]}", "docs/"], "skip"),
         lambda n: ([f"services/s{n % 100}/*/**/f{n % 10}*.yaml"], "compile_pipeline"),
         lambda n: ([f"/services/s{n % 100}/mod{n % 20}/f{n}.py"], "retrain"),
