@@ -56,7 +56,7 @@ def make_repo(root: Path, files: int, touched: int) -> tuple[str, str]:
 
 def make_rules(path: Path, count: int) -> None:
     """A realistic mix: directory rules, extension globs, negations, wildcard anchored rules."""
-    lines = ['version = 1', '[unmatched]', 'do = "all"', '[test]', 'command = ["true"]']
+    lines = ["version = 1", "[unmatched]", 'do = "all"', "[test]", 'command = ["true"]']
     for s in range(20):
         lines += [f"[components.c{s}]", f'context = "services/s{s}"']
     shapes = [

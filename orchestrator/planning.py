@@ -118,9 +118,7 @@ def plan_changes(
     new_reason = tuple.__new__  # Reason(...) without NamedTuple's Python-level __new__
 
     # every touched path once, in diff order; a rename counts for its old path too
-    paths = dict.fromkeys(
-        p for c in changes.changes for p in (c.path, c.old_path) if p is not None
-    )
+    paths = dict.fromkeys(p for c in changes.changes for p in (c.path, c.old_path) if p is not None)
     for path in paths:
         hits, steps = expand(matched_ids(path))
         if not steps:

@@ -1,4 +1,4 @@
-"""Shared fixtures. Those that start real local services live in tests/fixtures/, one module each."""
+"""Shared fixtures. Those that start real local services live in tests/fixtures/, a module each."""
 
 pytest_plugins: list[str] = [
     "tests.fixtures.gcs",
