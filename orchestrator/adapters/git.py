@@ -24,7 +24,7 @@ from orchestrator.errors import GitError
 
 #: Variables that would point git at another repository, index or object store than
 #: the one this adapter was asked about (they are set inside git hooks, for example).
-_REPO_LOCATION_VARIABLES = (
+REPO_LOCATION_VARIABLES = (
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",
@@ -61,7 +61,7 @@ class Git:
     def __init__(self, repo: Path | str, *, env: Mapping[str, str] | None = None) -> None:
         self.repo = Path(repo)
         base_env = dict(os.environ if env is None else env)
-        for name in _REPO_LOCATION_VARIABLES:
+        for name in REPO_LOCATION_VARIABLES:
             base_env.pop(name, None)
         # Never prompt for credentials, and let read-only queries (status) skip the
         # optional index lock so they cannot collide with a concurrent git command.

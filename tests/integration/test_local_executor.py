@@ -12,7 +12,7 @@ import io
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +52,6 @@ def change_everything_but_the_evaluator(repo: GitRepo) -> None:
     append_line(repo, "components/validator/main.py", "# a change to the validator")
     append_line(repo, "training_src/train.py", "# a change to the training code")
     repo.commit(message="change the validator and the training code")
-
-
-@pytest.fixture
-def pubsub_admin(pubsub_emulator: PubsubEmulator) -> Iterator[tuple[Any, Any]]:
-    import grpc
-    from google.cloud import pubsub_v1
-    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
-    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
-
-    publisher = pubsub_v1.PublisherClient(
-        transport=PublisherGrpcTransport(channel=grpc.insecure_channel(pubsub_emulator.host))
-    )
-    subscriber = pubsub_v1.SubscriberClient(
-        transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(pubsub_emulator.host))
-    )
-    yield publisher, subscriber
-    subscriber.close()
 
 
 def registry_digest(registry: str, repository: str, tag: str) -> str | None:

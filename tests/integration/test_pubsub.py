@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,27 +15,8 @@ from tests.fixtures.pubsub import PubsubEmulator
 PROJECT = "ct-test-project"
 
 
-@pytest.fixture
-def admin(pubsub_emulator: PubsubEmulator) -> Iterator[tuple[Any, Any]]:
-    """(publisher, subscriber) clients of the emulator, for the test's own setup and checks."""
-    import grpc
-    from google.cloud import pubsub_v1
-    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
-    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
-
-    publisher = pubsub_v1.PublisherClient(
-        transport=PublisherGrpcTransport(channel=grpc.insecure_channel(pubsub_emulator.host))
-    )
-    subscriber = pubsub_v1.SubscriberClient(
-        transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(pubsub_emulator.host))
-    )
-    yield publisher, subscriber
-    subscriber.close()
-    publisher.stop()
-
-
-def _subscribe(admin: tuple[Any, Any], topic: str, *, ordering: bool) -> str:
-    publisher, subscriber = admin
+def _subscribe(pubsub_admin: tuple[Any, Any], topic: str, *, ordering: bool) -> str:
+    publisher, subscriber = pubsub_admin
     topic_path = f"projects/{PROJECT}/topics/{topic}"
     publisher.create_topic(name=topic_path, retry=None, timeout=10)
     subscription = f"projects/{PROJECT}/subscriptions/{topic}-sub"
@@ -48,9 +28,9 @@ def _subscribe(admin: tuple[Any, Any], topic: str, *, ordering: bool) -> str:
     return subscription
 
 
-def _pull(admin: tuple[Any, Any], subscription: str, count: int) -> list[Any]:
+def _pull(pubsub_admin: tuple[Any, Any], subscription: str, count: int) -> list[Any]:
     """Pull until ``count`` messages arrived (or 15 s passed); ack them; return them in order."""
-    _, subscriber = admin
+    _, subscriber = pubsub_admin
     received: list[Any] = []
     deadline = time.monotonic() + 15
     while len(received) < count and time.monotonic() < deadline:
@@ -73,10 +53,10 @@ def _pull(admin: tuple[Any, Any], subscription: str, count: int) -> list[Any]:
 
 
 def test_published_message_arrives_with_attributes_and_ordering_key(
-    pubsub_emulator: PubsubEmulator, admin: tuple[Any, Any]
+    pubsub_emulator: PubsubEmulator, pubsub_admin: tuple[Any, Any]
 ) -> None:
     topic = PubsubEmulator.unique_id("runs")
-    subscription = _subscribe(admin, topic, ordering=True)
+    subscription = _subscribe(pubsub_admin, topic, ordering=True)
     data = b'{"schema": 1, "commit": "abc"}'
     attributes = {"commit": "abc", "schema_version": "1"}
 
@@ -84,7 +64,7 @@ def test_published_message_arrives_with_attributes_and_ordering_key(
         PROJECT, topic, data, attributes, "refs/heads/main", env=pubsub_emulator.env
     )
 
-    [message] = _pull(admin, subscription, 1)
+    [message] = _pull(pubsub_admin, subscription, 1)
     assert message.message_id == message_id
     assert message.data == data
     assert dict(message.attributes) == attributes
@@ -92,31 +72,33 @@ def test_published_message_arrives_with_attributes_and_ordering_key(
 
 
 def test_messages_with_one_ordering_key_arrive_in_order(
-    pubsub_emulator: PubsubEmulator, admin: tuple[Any, Any]
+    pubsub_emulator: PubsubEmulator, pubsub_admin: tuple[Any, Any]
 ) -> None:
     topic = PubsubEmulator.unique_id("ordered")
-    subscription = _subscribe(admin, topic, ordering=True)
+    subscription = _subscribe(pubsub_admin, topic, ordering=True)
     ids = [
         pubsub.publish(PROJECT, topic, f"m{i}".encode(), {}, "main", env=pubsub_emulator.env)
         for i in range(3)
     ]
-    messages = _pull(admin, subscription, 3)
+    messages = _pull(pubsub_admin, subscription, 3)
     assert [m.data for m in messages] == [b"m0", b"m1", b"m2"]
     assert [m.message_id for m in messages] == ids
 
 
-def test_without_ordering_key(pubsub_emulator: PubsubEmulator, admin: tuple[Any, Any]) -> None:
+def test_without_ordering_key(
+    pubsub_emulator: PubsubEmulator, pubsub_admin: tuple[Any, Any]
+) -> None:
     topic = PubsubEmulator.unique_id("plain")
-    subscription = _subscribe(admin, topic, ordering=False)
+    subscription = _subscribe(pubsub_admin, topic, ordering=False)
     pubsub.publish(PROJECT, topic, b"x", {"a": "b"}, None, env=pubsub_emulator.env)
-    [message] = _pull(admin, subscription, 1)
+    [message] = _pull(pubsub_admin, subscription, 1)
     assert (message.data, dict(message.attributes), message.ordering_key) == (b"x", {"a": "b"}, "")
 
 
 def test_missing_topic_is_created_on_the_emulator(
-    pubsub_emulator: PubsubEmulator, admin: tuple[Any, Any]
+    pubsub_emulator: PubsubEmulator, pubsub_admin: tuple[Any, Any]
 ) -> None:
-    publisher, _ = admin
+    publisher, _ = pubsub_admin
     topic = PubsubEmulator.unique_id("fresh")
     topic_path = f"projects/{PROJECT}/topics/{topic}"
     from google.api_core import exceptions as gexc
