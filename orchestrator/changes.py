@@ -346,14 +346,15 @@ class _History:
 
     def _missing(self, rev: str, source: str) -> GitError:
         where = f"the clone at {self.git.repo}"
+        alternative = "pass a --base that is in it" if source != "--head" else "check the ref"
         if rev == "HEAD" and source == "--head":
             return GitError(f"HEAD is not a commit in {self.git.repo}: commit something first.")
         if self.deepened_by:
             return GitError(
                 f"{rev} ({source}) is not in {where} even after fetching {self.deepened_by} "
-                f"more commits of history; {_FETCH_HINT}, or pass a --base that is in it."
+                f"more commits of history; {_FETCH_HINT}, or {alternative}."
             )
         return GitError(
             f"{rev} ({source}) is not a commit in {where}; if it is in the remote, "
-            f"{_FETCH_HINT}, or pass a --base that is in it."
+            f"{_FETCH_HINT}, or {alternative}."
         )

@@ -38,7 +38,10 @@ class Target:
 def open_repo(repo: Path) -> Git:
     if not repo.is_dir():
         raise InputError(f"--repo {repo}: no such directory")
-    return Git(repo)
+    git = Git(repo)
+    if not (repo / ".git").exists() and not git.is_repository():
+        raise InputError(f"--repo {repo}: not a git repository (run it inside a clone)")
+    return git
 
 
 #: Environment variables that override ``[project]`` (for tests, and for one-off runs).

@@ -347,3 +347,15 @@ def test_console_script_is_installed(repo: GitRepo) -> None:
     done = _subprocess([script, "validate"], repo.path)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == "rules.toml: ok (3 rule(s), 1 component(s))\n"
+
+
+def test_a_directory_that_is_not_a_repository_is_named(tmp_path: Path) -> None:
+    (tmp_path / "rules.toml").write_text("version = 1\n")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["plan", "--repo", str(tmp_path)], stdout=out, stderr=err, env={"PATH": os.environ["PATH"]}
+    )
+    assert code == 2
+    assert err.getvalue() == (
+        f"orchestrator: error: --repo {tmp_path}: not a git repository (run it inside a clone)\n"
+    )

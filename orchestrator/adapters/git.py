@@ -85,6 +85,10 @@ class Git:
         detail = last_line(completed.stderr) or f"exit code {completed.returncode}"
         return GitError(f"git could not {what} in {self.repo}: {detail}")
 
+    def is_repository(self) -> bool:
+        """Whether the directory is inside a git work tree (or is a bare repository)."""
+        return self._run("rev-parse", "--git-dir", check=False).returncode == 0
+
     # -- commits ----------------------------------------------------------------
 
     def read_commits(self, revs: Sequence[str]) -> tuple[Commit | None, ...]:
