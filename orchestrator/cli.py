@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--executor", choices=("local", "cloudbuild"), default="local", help="default: local"
     )
+    run_parser.add_argument(
+        "--services",
+        choices=("local", "cloud"),
+        help="local executor: the embedded default and emulators (local, the default), or "
+        "real Cloud Storage and Pub/Sub (cloud)",
+    )
     for flag, var in (("--project", "ORCHESTRATOR_PROJECT"), ("--region", "ORCHESTRATOR_REGION")):
         run_parser.add_argument(
             flag, help=f"Cloud Build {flag[2:]} (default: ${var}, then rules.toml)"
@@ -174,7 +180,11 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
         from orchestrator.commands import run as run_command
 
         # --project/--region win over the environment, which wins over rules.toml [project]
-        flags = {"ORCHESTRATOR_PROJECT": args.project, "ORCHESTRATOR_REGION": args.region}
+        flags = {
+            "ORCHESTRATOR_PROJECT": args.project,
+            "ORCHESTRATOR_REGION": args.region,
+            "ORCHESTRATOR_SERVICES": args.services,
+        }
         if any(flags.values()):
             env = {**io.env, **{var: value for var, value in flags.items() if value}}
             io = CommandIO(stdout=io.stdout, stderr=io.stderr, env=env)

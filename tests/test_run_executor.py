@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import StepFailed
 from orchestrator.model import Action, Plan
-from orchestrator.run.local import PlainProgress, execute
+from orchestrator.run.local import PlainProgress, execute, local_env, publish_mode
 from orchestrator.run.report import PipelineRun, RunReport, StepReport, summary_lines
 from orchestrator.run.steps import StepOutcome
 
@@ -192,3 +193,21 @@ def test_summary_reports_the_pipeline_run(run: PipelineRun, expected: str) -> No
     steps = (StepReport("publish", "succeeded", 1.0),)
     lines = summary_lines(RunReport(status="succeeded", steps=steps, pipeline_run=run))
     assert lines[-2:] == [expected, "run succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("env", "bucket_dir", "mode"),
+    [
+        ({}, True, "in-process"),  # the embedded default
+        ({"STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}, False, "in-process"),
+        ({"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}, True, "pubsub"),
+        ({"ORCHESTRATOR_SERVICES": "cloud"}, False, "pubsub"),  # real GCS and Pub/Sub
+        ({"ORCHESTRATOR_SERVICES": "local"}, True, "in-process"),
+    ],
+)
+def test_where_a_local_run_sends_its_uploads_and_its_message(
+    tmp_path: Path, env: dict[str, str], bucket_dir: bool, mode: str
+) -> None:
+    run_env = local_env(tmp_path, env)
+    assert ("ORCHESTRATOR_LOCAL_BUCKET_ROOT" in run_env) is bucket_dir
+    assert publish_mode(run_env) == mode

@@ -155,16 +155,29 @@ def execute(
 # --- the embedded local default ----------------------------------------------------------
 
 
+#: ``cloud``: the local executor uploads to real Cloud Storage and publishes to real Pub/Sub
+#: (application default credentials) instead of the embedded default. Set by ``run --services``.
+SERVICES_VAR = "ORCHESTRATOR_SERVICES"
+
+
+def uses_cloud(env: Mapping[str, str]) -> bool:
+    return env.get(SERVICES_VAR) == "cloud"
+
+
 def local_env(repo: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """The environment for a local run: a directory bucket unless a storage emulator is set."""
+    """The environment for a local run: a directory bucket unless a storage emulator is set
+    or the run targets the real cloud services."""
     run_env = dict(env)
-    if not run_env.get(STORAGE_EMULATOR_VAR) and not run_env.get(LOCAL_BUCKET_ROOT_VAR):
+    if not (
+        run_env.get(STORAGE_EMULATOR_VAR) or run_env.get(LOCAL_BUCKET_ROOT_VAR) or uses_cloud(env)
+    ):
         run_env[LOCAL_BUCKET_ROOT_VAR] = str((repo / steps.STATE_DIR / "bucket").resolve())
     return run_env
 
 
 def publish_mode(env: Mapping[str, str]) -> steps.PublishMode:
-    return "pubsub" if env.get(PUBSUB_EMULATOR_VAR) else "in-process"
+    """Pub/Sub (the emulator, or the real service with --services cloud), else in-process."""
+    return "pubsub" if env.get(PUBSUB_EMULATOR_VAR) or uses_cloud(env) else "in-process"
 
 
 def run_local(
