@@ -9,6 +9,7 @@ Both sets have the same inputs and outputs, so ``build_pipeline`` wires either.
 """
 
 # No ``from __future__ import annotations``: KFP reads the component annotations at runtime.
+import json
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = Path(__file__).resolve().parent / "params.toml"
 PIPELINE_NAME = "ct-digits"
 BOOTSTRAP = Path(__file__).resolve().parent / "fetch_and_train.py"
+RECORD_OUTPUTS = Path(__file__).resolve().parent / "record_outputs.py"
 
 #: Images a compile needs, and those it may be given. ``trainer`` is the runtime of the train
 #: step; by default the validator image, which ships the same stack (see requirements.txt).
@@ -29,6 +31,10 @@ BOOTSTRAP = Path(__file__).resolve().parent / "fetch_and_train.py"
 LOCAL_BASE_IMAGE = "python:3.11"
 REQUIRED_IMAGES = ("validator", "evaluator")
 OPTIONAL_IMAGES = ("trainer",)
+#: kfp.local 2.17 resolves a ``dsl.If`` on a task output only when that output is named
+#: ``Output`` (any other name reads as a missing pipeline input, so the condition is false and
+#: the register step is silently skipped). Both sets of components name the gate so.
+GATE_OUTPUT = "Output"
 
 
 def load_defaults(path: Path = PARAMS_FILE) -> dict[str, Any]:
@@ -43,21 +49,26 @@ DEFAULTS = load_defaults()
 class Components:
     validate: Callable[..., Any]
     train: Callable[..., Any]
-    evaluate: Callable[..., Any]
+    evaluate: Callable[..., Any]  # its gate ("pass" or "fail") is its output named GATE_OUTPUT
     register: Callable[..., Any]
-    gate_output: str
 
 
-def container_components(images: Mapping[str, str]) -> Components:
+def container_components(images: Mapping[str, str], *, record_outputs: bool = False) -> Components:
+    """The components that get compiled; ``record_outputs`` only for kfp.local's DockerRunner.
+
+    With ``record_outputs`` every command runs under ``record_outputs.py``, which reports the
+    output artifacts to kfp.local (see there); compiled specs never have it.
+    """
     validator, evaluator = images["validator"], images["evaluator"]
     trainer = images.get("trainer", validator)
     bootstrap = BOOTSTRAP.read_text()
+    prefix = ["python3", "-c", RECORD_OUTPUTS.read_text(), "{{$}}"] if record_outputs else []
 
     @dsl.container_component
     def validate_data(data_uri: str, num_classes: int, report: Output[Artifact]):  # type: ignore[no-untyped-def]
         return dsl.ContainerSpec(
             image=validator,
-            command=["python3", "/app/main.py"],
+            command=[*prefix, "python3", "/app/main.py"],
             args=[
                 "--data-uri",
                 data_uri,
@@ -83,7 +94,7 @@ def container_components(images: Mapping[str, str]) -> Components:
     ):
         return dsl.ContainerSpec(
             image=trainer,
-            command=["python3", "-c", bootstrap],
+            command=[*prefix, "python3", "-c", bootstrap],
             args=[
                 "--source-uri", source_uri, "--",
                 "--data-uri", data_uri,
@@ -107,7 +118,7 @@ def container_components(images: Mapping[str, str]) -> Components:
     ):
         return dsl.ContainerSpec(
             image=evaluator,
-            command=["python3", "/app/main.py", "evaluate"],
+            command=[*prefix, "python3", "/app/main.py", "evaluate"],
             args=[
                 "--metrics-path", metrics.path, "--threshold", threshold,
                 "--gate-path", gate, "--evaluation-path", evaluation.path,
@@ -118,14 +129,42 @@ def container_components(images: Mapping[str, str]) -> Components:
     def register(model: Input[Model], metrics: Input[Metrics], registered_model: Output[Model]):  # type: ignore[no-untyped-def]
         return dsl.ContainerSpec(
             image=evaluator,
-            command=["python3", "/app/main.py", "register"],
+            command=[*prefix, "python3", "/app/main.py", "register"],
             args=[
                 "--model-dir", model.path, "--metrics-path", metrics.path,
                 "--output-dir", registered_model.path,
             ],
         )  # fmt: skip
 
-    return Components(validate_data, train, evaluate, register, gate_output="gate")
+    evaluate = rename_output_parameter(evaluate, "gate", GATE_OUTPUT)
+    return Components(validate_data, train, evaluate, register)
+
+
+def rename_output_parameter(component: Any, old: str, new: str) -> Any:
+    """``component`` with its output parameter ``old`` named ``new``, through its IR.
+
+    For ``GATE_OUTPUT``: a container component cannot declare an output named ``Output`` in
+    Python (its signature has no return value and the name is reserved), but the pipeline IR
+    can, and loading that IR back gives an ordinary component.
+    """
+    from google.protobuf import json_format
+    from kfp import components
+
+    spec = json_format.MessageToDict(component.pipeline_spec)
+    for outputs in (
+        spec["components"][f"comp-{component.name}"]["outputDefinitions"],
+        spec["root"]["outputDefinitions"],
+    ):
+        outputs["parameters"][new] = outputs["parameters"].pop(old)
+    selectors = spec["root"]["dag"]["outputs"]["parameters"]
+    selectors[new] = selectors.pop(old)
+    selectors[new]["valueFromParameter"]["outputParameterKey"] = new
+    container = spec["deploymentSpec"]["executors"][f"exec-{component.name}"]["container"]
+    placeholder = "{{$.outputs.parameters['%s'].output_file}}"
+    container["args"] = [
+        placeholder % new if arg == placeholder % old else arg for arg in container["args"]
+    ]
+    return components.load_component_from_text(json.dumps(spec))
 
 
 def lightweight_components() -> Components:
@@ -212,9 +251,8 @@ def lightweight_components() -> Components:
             check=True,
         )  # fmt: skip
 
-    # kfp.local 2.17 resolves a condition on a task output only when that output is a return
-    # value (named ``Output``), so the local evaluate returns its gate.
-    return Components(validate_data, train, evaluate, register, gate_output="Output")
+    # A lightweight component's return value is its output named ``Output`` (GATE_OUTPUT).
+    return Components(validate_data, train, evaluate, register)
 
 
 class PipelineOutputs(NamedTuple):
@@ -272,14 +310,14 @@ def build_pipeline(
                 **bind, metrics=trained.outputs["metrics"], threshold=accuracy_threshold
             )
         )
-        with dsl.If(evaluated.outputs[components.gate_output] == "pass", name="accuracy-gate"):
+        with dsl.If(evaluated.outputs[GATE_OUTPUT] == "pass", name="accuracy-gate"):
             step(
                 components.register(
                     **bind, model=trained.outputs["model"], metrics=trained.outputs["metrics"]
                 )
             )
         return PipelineOutputs(
-            metrics=trained.outputs["metrics"], gate=evaluated.outputs[components.gate_output]
+            metrics=trained.outputs["metrics"], gate=evaluated.outputs[GATE_OUTPUT]
         )
 
     return ct_pipeline

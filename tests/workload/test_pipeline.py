@@ -31,6 +31,11 @@ def test_spec_references_exactly_the_given_images(tmp_path: Path) -> None:
     assert images_in(tmp_path / "t.yaml") == set(images.values())
 
 
+def test_spec_runs_the_components_without_the_local_output_recorder(tmp_path: Path) -> None:
+    compile_pipeline(FAKE_IMAGES, tmp_path / "spec.yaml")
+    assert "{{$}}" not in (tmp_path / "spec.yaml").read_text()
+
+
 def test_compiling_twice_gives_identical_bytes(tmp_path: Path) -> None:
     compile_pipeline(FAKE_IMAGES, tmp_path / "a.yaml")
     compile_pipeline(dict(reversed(list(FAKE_IMAGES.items()))), tmp_path / "b.yaml")
