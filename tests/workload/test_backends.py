@@ -12,6 +12,7 @@ predicates); the test checks the create-run request and that a redelivery create
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -34,6 +35,20 @@ from tests.workload.test_function import PARAMS, SHA, encode, load_function, val
 class VertexStandIn:
     url: str
     requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a free 127.0.0.1 port in a thread; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @pytest.fixture
@@ -71,14 +86,9 @@ def vertex() -> Iterator[VertexStandIn]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with _serving(Handler) as url:
+        state.url = url
+        yield state
 
 
 def test_vertex_backend_sends_the_expected_pipeline_job(
@@ -232,14 +242,9 @@ def kfp_server() -> Iterator[KfpStandIn]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with _serving(Handler) as url:
+        state.url = url
+        yield state
 
 
 # kfp.Client warns on every construction that it needs a KFP 2.0.0-beta.2+ server.
