@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from orchestrator.model import PathMatch, Rule, RuleHit
+from orchestrator.model import Rule, RuleHit
 
 _ANY_DEPTH = re.compile(r"^\^\(\?:\.\+/\)\?(?P<body>.*?)(?P<tail>\(\?:/\|\$\)|/)\Z", re.S)
 _ANCHORED = re.compile(r"^\^(?P<body>.*?)(?P<tail>\(\?:/\|\$\)|/)\Z", re.S)
@@ -264,9 +264,6 @@ class Matcher:
             if pattern.include:
                 hits.append(RuleHit(rule=self.rules[rule_index].name, pattern=pattern.text))
         return tuple(hits)
-
-    def match_all(self, paths: Iterable[str]) -> tuple[PathMatch, ...]:
-        return tuple(PathMatch(path=p, hits=self.match(p)) for p in paths)
 
     # -- explaining ----------------------------------------------------------------------
 

@@ -200,12 +200,6 @@ class RuleHit(NamedTuple):
     pattern: str
 
 
-@dataclass(frozen=True, slots=True)
-class PathMatch:
-    path: str
-    hits: tuple[RuleHit, ...]
-
-
 # ---------------------------------------------------------------------------
 # Plan: the minimal, dependency-ordered set of actions, each with its reasons
 # ---------------------------------------------------------------------------
