@@ -79,7 +79,14 @@ def summarize_reasons(action: Action, limit: int = SHOWN_REASONS) -> list[str]:
     return shown
 
 
+#: the base_reason of a plan made from ``--changed`` paths rather than from a diff
+GIVEN_PATHS = "given-paths"
+
+
 def _range(plan: Plan) -> str:
+    """What the plan is for: a commit range, or the paths given with ``--changed`` at head."""
+    if plan.base_reason == GIVEN_PATHS:  # no base: "(empty tree)..head" would mislead
+        return f"the paths given with --changed, at {plan.head[:12]}: {len(plan.changes)} path(s)"
     base = plan.base[:12] if plan.base else "(empty tree)"
     return f"{base}..{plan.head[:12]} ({plan.base_reason}), {len(plan.changes)} changed path(s)"
 

@@ -148,6 +148,30 @@ def test_text_of_an_empty_plan() -> None:
     )
 
 
+GIVEN = Plan(
+    base=None,
+    head=HEAD,
+    base_reason="given-paths",
+    changes=(ChangedPath("M", "pipeline/params.toml"),),
+    actions=(
+        Action("publish", "publish", None, (),
+               (Reason("pipeline/params.toml", "hyper-parameters", "pipeline/params.toml"),)),
+    ),
+)  # fmt: skip
+
+
+def test_a_plan_of_paths_given_with_changed_says_so_not_empty_tree() -> None:
+    header = f"Plan for the paths given with --changed, at {'b' * 12}: 1 path(s)"
+    assert render_text(GIVEN).splitlines()[0] == header
+    assert header in _table(GIVEN)
+    assert f"`the paths given with --changed, at {'b' * 12}: 1 path(s)`" in render_markdown(GIVEN)
+    for text in (render_text(GIVEN), _table(GIVEN), render_markdown(GIVEN)):
+        assert "empty tree" not in text and "changed path(s)" not in text
+    # the JSON plan is unchanged: no base, and the reason that says why
+    data = plan_to_json(GIVEN)
+    assert (data["base"], data["base_reason"]) == (None, "given-paths")
+
+
 def test_text_shows_five_reasons_and_counts_the_rest() -> None:
     reasons = tuple(Reason(f"src/{i}.py", "source", "src/") for i in range(8))
     plan = Plan(BASE, HEAD, "x", (), (Action("upload_source", "upload_source", None, (), reasons),))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -41,15 +42,21 @@ def repo(make_git_repo: Callable[..., GitRepo]) -> GitRepo:
     return repo
 
 
-def test_upload_source_is_immutable_and_idempotent(repo: GitRepo) -> None:
+def test_upload_source_is_immutable_and_idempotent(
+    repo: GitRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo.path)  # where a newcomer runs it: the file is shown relative to here
     ctx = context(repo)
     action = steps.action_from_id("upload_source")
 
     first = steps.run_step(action, ctx)
     again = steps.run_step(action, ctx)
 
-    assert first.message.startswith(f"uploaded {ctx.artifacts.source_uri}")
-    assert again.message == f"{ctx.artifacts.source_uri} was already uploaded with the same content"
+    uri = ctx.artifacts.source_uri
+    where = f".orchestrator/bucket/{uri.removeprefix('gs://')} ({uri} in the local bucket)"
+    assert re.fullmatch(rf"uploaded the training source \(\d+ files\) to {re.escape(where)}",
+                        first.message)  # fmt: skip
+    assert again.message == f"the training source was already uploaded, unchanged: {where}"
     data = storage.download_bytes(ctx.artifacts.source_uri, env=ctx.env)
     import io
     import tarfile
@@ -65,7 +72,8 @@ def test_compile_pipeline_keeps_an_existing_spec_of_the_same_inputs(repo: GitRep
 
     outcome = steps.run_step(steps.action_from_id("compile_pipeline"), ctx)
 
-    assert outcome.message.startswith(f"kept the existing {ctx.artifacts.spec_uri}")
+    assert outcome.message.startswith("kept the existing spec, an earlier compile")
+    assert outcome.message.endswith(storage.describe_location(ctx.artifacts.spec_uri, ctx.env))
     assert storage.download_bytes(ctx.artifacts.spec_uri, env=ctx.env) == b"an earlier compile"
 
 
@@ -87,10 +95,17 @@ def test_compile_pipeline_uses_the_digest_this_build_recorded(repo: GitRepo) -> 
     }
 
 
-def test_publish_without_a_compiled_spec_says_how_to_fix_it(repo: GitRepo) -> None:
+def test_publish_without_a_compiled_spec_says_how_to_fix_it(
+    repo: GitRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo.path.parent)  # the repository is a directory below this one
+    ctx = context(repo)
     with pytest.raises(StepFailed, match="no compiled pipeline exists for these inputs") as error:
-        steps.run_step(steps.action_from_id("publish"), context(repo))
+        steps.run_step(steps.action_from_id("publish"), ctx)
     assert "compile_pipeline" in str(error.value)
+    uri = ctx.artifacts.spec_uri
+    spec = f"{repo.path.name}/.orchestrator/bucket/{uri.removeprefix('gs://')}"
+    assert f", {spec} ({uri} in the local bucket) is missing; " in str(error.value)
     assert not (repo.path / ".orchestrator" / "pipeline-root").exists()
 
 
@@ -140,7 +155,12 @@ def test_the_step_command_performs_one_action(repo: GitRepo) -> None:
     bucket = repo.path.parent / "bucket-for-step"
     completed = process.run(argv, cwd=repo.path,
                             env=run_env(ORCHESTRATOR_LOCAL_BUCKET_ROOT=str(bucket)))  # fmt: skip
-    assert b"[upload_source] uploaded gs://" in completed.stdout
     uri = storage.parse_gcs_uri(ctx.artifacts.source_uri)
     assert (bucket / uri.bucket / uri.key).is_file()
+    shown = f"{(bucket / uri.bucket / uri.key).resolve()} ({uri} in the local bucket)"
+    assert re.search(
+        rf"^\[upload_source\] uploaded the training source \(\d+ files\) to {re.escape(shown)}$",
+        completed.stdout.decode(),
+        re.M,
+    )
     shutil.rmtree(bucket)

@@ -103,6 +103,19 @@ def parse_gcs_uri(uri: str) -> GcsUri:
     return GcsUri(bucket, key)
 
 
+def describe_location(uri: str, env: Mapping[str, str], *, cwd: Path | None = None) -> str:
+    """Where the object at ``uri`` really is, for messages to the user.
+
+    In a local directory bucket that is a file: its path (relative to ``cwd``, by default the
+    current directory, when it is inside it), followed by the URI the artifact is known by.
+    Otherwise the URI itself.
+    """
+    if backend_for(env) != "local-dir":
+        return uri
+    target = parse_gcs_uri(uri)
+    return _local_description(_local_path(env[LOCAL_BUCKET_ROOT_VAR], target), target, cwd)
+
+
 def backend_for(env: Mapping[str, str]) -> Backend:
     """Which backend ``upload``/``download`` use for this environment."""
     if env.get(LOCAL_BUCKET_ROOT_VAR):
@@ -154,7 +167,9 @@ def download_bytes(uri: str, *, env: Mapping[str, str]) -> bytes:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise ObjectNotFound(f"{target} does not exist (looked in {path}).") from None
+            raise ObjectNotFound(
+                f"{target} does not exist in the local bucket (no file {_shown_path(path, None)})."
+            ) from None
 
     from google.api_core import exceptions as gexc
 
@@ -260,6 +275,17 @@ def _local_path(root: str, target: GcsUri) -> Path:
     return Path(root, *parts)
 
 
+def _local_description(path: Path, target: GcsUri, cwd: Path | None = None) -> str:
+    return f"{_shown_path(path, cwd)} ({target} in the local bucket)"
+
+
+def _shown_path(path: Path, cwd: Path | None) -> str:
+    """``path`` relative to ``cwd`` (default: the current directory) when inside it."""
+    here = (cwd or Path.cwd()).resolve()
+    absolute = path.resolve()
+    return str(absolute.relative_to(here)) if absolute.is_relative_to(here) else str(absolute)
+
+
 def _local_create(path: Path, data: bytes, target: GcsUri) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write a temporary file, then hard-link it into place: os.link never replaces an existing
@@ -273,7 +299,7 @@ def _local_create(path: Path, data: bytes, target: GcsUri) -> bool:
         except FileExistsError:
             if path.read_bytes() == data:
                 return False
-            raise ObjectConflict(_conflict_message(target)) from None
+            raise ObjectConflict(_conflict_message(_local_description(path, target))) from None
     finally:
         Path(tmp).unlink()
     return True
@@ -311,7 +337,7 @@ def _gcs_create(
 
     if _same_content(client, target, data, md5, env):
         return False
-    raise ObjectConflict(_conflict_message(target))
+    raise ObjectConflict(_conflict_message(str(target)))
 
 
 def _same_content(
@@ -399,8 +425,8 @@ def _first_line(value: object) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _conflict_message(target: GcsUri) -> str:
+def _conflict_message(where: str) -> str:
     return (
-        f"{target} already exists with different content; uploads are immutable, "
+        f"{where} already exists with different content; uploads are immutable, "
         "so write to a new key instead of overwriting."
     )

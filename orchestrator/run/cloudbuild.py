@@ -128,7 +128,7 @@ def _upload_source(
     result = storage.upload_bytes(
         f"gs://{artifacts.bucket}/{key}", tarball.data, env=env, content_type="application/gzip"
     )
-    printer.line(f"source: {result.uri} ({tarball.files} files)")
+    printer.line(f"source ({tarball.files} files): {storage.describe_location(result.uri, env)}")
     return {"storageSource": {"bucket": artifacts.bucket, "object": key}}
 
 

@@ -183,9 +183,12 @@ def upload_source(action: Action, ctx: StepContext) -> StepOutcome:
     result = storage.upload_bytes(
         ctx.artifacts.source_uri, tarball.data, env=ctx.env, content_type="application/gzip"
     )
+    where = storage.describe_location(result.uri, ctx.env)
     if result.created:
-        return StepOutcome(message=f"uploaded {result.uri} ({tarball.files} files)")
-    return StepOutcome(message=f"{result.uri} was already uploaded with the same content")
+        return StepOutcome(
+            message=f"uploaded the training source ({tarball.files} files) to {where}"
+        )
+    return StepOutcome(message=f"the training source was already uploaded, unchanged: {where}")
 
 
 # --- compile_pipeline --------------------------------------------------------------------
@@ -215,12 +218,14 @@ def compile_pipeline(action: Action, ctx: StepContext) -> StepOutcome:
         # The name is a hash of the inputs (pipeline files, compile argv, image tags): an object
         # already there was compiled from the same inputs, perhaps with other image digests.
         return StepOutcome(
-            message=f"kept the existing {ctx.artifacts.spec_uri} (an earlier compile of the same "
-            "inputs); the new spec differs only in what the same inputs built"
+            message="kept the existing spec, an earlier compile of the same inputs (the new one "
+            "differs only in what the same inputs built): "
+            + storage.describe_location(ctx.artifacts.spec_uri, ctx.env)
         )
+    where = storage.describe_location(result.uri, ctx.env)
     if result.created:
-        return StepOutcome(message=f"uploaded {result.uri}")
-    return StepOutcome(message=f"{result.uri} was already uploaded with the same content")
+        return StepOutcome(message=f"uploaded the compiled pipeline to {where}")
+    return StepOutcome(message=f"the compiled pipeline was already uploaded, unchanged: {where}")
 
 
 # --- deploy_function ---------------------------------------------------------------------
@@ -256,7 +261,8 @@ def publish(action: Action, ctx: StepContext) -> StepOutcome:
         storage.download_bytes(spec_uri, env=ctx.env)
     except storage.ObjectNotFound:
         raise StepFailed(
-            f"no compiled pipeline exists for these inputs ({spec_uri} is missing): "
+            "no compiled pipeline exists for these inputs, "
+            f"{storage.describe_location(spec_uri, ctx.env)} is missing; "
             "compile it once by running a build that includes compile_pipeline, for example "
             "with a base before the pipeline's last change (--base) or a commit that touches "
             "rules.toml (which plans all)"

@@ -105,6 +105,31 @@ def test_local_backend_maps_uri_to_root_bucket_key(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "my-bucket" / "a" / "b c").iterdir()) == ["$x.txt"]
 
 
+def test_a_local_bucket_object_is_described_by_its_file(tmp_path: Path) -> None:
+    env = {storage.LOCAL_BUCKET_ROOT_VAR: str(tmp_path / "work" / ".orchestrator" / "bucket")}
+    uri = "gs://b/source/h/src.tar.gz"
+    shown = "(gs://b/source/h/src.tar.gz in the local bucket)"
+    inside = storage.describe_location(uri, env, cwd=tmp_path / "work")
+    assert inside == f".orchestrator/bucket/b/source/h/src.tar.gz {shown}"
+    outside = storage.describe_location(uri, env, cwd=tmp_path / "elsewhere")
+    assert (
+        outside
+        == f"{(tmp_path / 'work/.orchestrator/bucket/b/source/h/src.tar.gz').resolve()} {shown}"
+    )
+    storage.upload_bytes(uri, b"one", env=env)
+    with pytest.raises(
+        storage.ObjectConflict, match=r"^\S+/bucket/b/source/h/src\.tar\.gz \(gs://"
+    ):
+        storage.upload_bytes(uri, b"two", env=env)
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {storage.EMULATOR_HOST_VAR: "127.0.0.1:1"}], ids=["gcs", "emulator"]
+)
+def test_an_object_elsewhere_is_described_by_its_uri(env: dict[str, str]) -> None:
+    assert storage.describe_location("gs://b/k", env) == "gs://b/k"
+
+
 @pytest.mark.parametrize("key", ["../escape", "a/../../b", "a//b", "./a"])
 def test_local_backend_refuses_keys_that_would_leave_the_bucket(tmp_path: Path, key: str) -> None:
     env = {storage.LOCAL_BUCKET_ROOT_VAR: str(tmp_path / "root")}
