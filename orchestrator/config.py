@@ -6,6 +6,7 @@ line (TOML's own for syntax errors; found in the text for semantic ones) and the
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from orchestrator.errors import ConfigError
-from orchestrator.matching import compile_pattern
+from orchestrator.gitignore import compile_pattern
 from orchestrator.model import (
     DIRECTIVE_KINDS,
     BuildSettings,
@@ -55,10 +56,14 @@ T = TypeVar("T")
 
 
 def load_rules(path: Path) -> Rules:
-    """Read and validate ``path``. Raises ``ConfigError`` for anything wrong."""
+    """Read and validate ``path``. Raises ``ConfigError`` for anything wrong.
+
+    A leading UTF-8 byte-order mark (some Windows editors write one) is dropped; it is no
+    line of its own, so line numbers in errors stay those of the file.
+    """
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(
             "file not found; create it (see the README's rules.toml reference) or pass --rules",
@@ -250,11 +255,14 @@ class _Validator:
             context = self._typed(
                 body, "context", str, where=where, header=header, what="a string", required=True
             )
-            absolute = cast(str, context).startswith(("/", "\\"))
-            context = _normalise_dir(cast(str, context))
-            if absolute or not context or ".." in context.split("/"):
+            # "." (or "" or "/") is the repository root: `docker build .` from the checkout
+            given = cast(str, context)
+            absolute = given.startswith(("/", "\\")) and given.strip("/\\") != ""
+            context = _normalise_dir(given)
+            if absolute or ".." in context.split("/"):
                 raise self.fail(
-                    "must be a directory inside the repository",
+                    "must be a directory inside the repository, relative to its root "
+                    "('.' for the root itself)",
                     key=f"{where}.context",
                     line=self._key_line("context", header),
                 )
@@ -409,8 +417,24 @@ class _Validator:
             try:
                 compile_pattern(pattern)
             except ValueError as exc:
-                raise self.fail(str(exc), key=f"{where}.paths", line=line) from None
+                raise self.fail(
+                    str(exc), key=f"{where}.paths", line=self._value_line(pattern, line)
+                ) from None
         return tuple(value)
+
+    def _value_line(self, value: str, start: int | None) -> int | None:
+        """The line, from ``start`` to the next table, where the string ``value`` is written
+        (an array can span lines); ``start`` when it cannot be told."""
+        if start is None:
+            return None
+        spellings = {f'"{value}"', f"'{value}'", json.dumps(value, ensure_ascii=False)}
+        for number in range(start, len(self.lines) + 1):
+            line = self.lines[number - 1]
+            if number > start and re.match(r"^\s*\[", line):
+                break
+            if any(spelling in line for spelling in spellings):
+                return number
+        return start
 
     def _directives(
         self,

@@ -1,153 +1,83 @@
 """Changed paths x rules -> which rules each path hit, through which pattern. Pure.
 
-Semantics are pathspec's gitignore patterns (``GitIgnoreBasicPattern``, the successor of
-``gitwildmatch``), matched against file paths: within one rule the last matching pattern
-decides, so a later ``!pattern`` excludes what an earlier one included.
+Each pattern means what git means by it (:mod:`orchestrator.gitignore`). A pattern matches a
+changed file when it matches the file itself or one of the directories above it (a
+directory pattern such as ``docs/`` or ``components/*`` takes everything below the
+directories it matches), exactly as ``git check-ignore`` decides for a file under a single
+pattern. Within one rule the last matching pattern decides, so a later ``!pattern``
+excludes what an earlier one included.
 
-Speed: a commit can touch tens of thousands of files and a rules file can hold hundreds of
-patterns, so matching every pattern's regex against every path is too slow. Instead each
-pattern is classified by the shape of the regex pathspec compiles for it:
+The one deviation from a ``.gitignore``: git stops at the first excluded directory on the
+way down and never reads later patterns for what lies inside it, so there a negation cannot
+re-include a file below an excluded directory (``components/`` then ``!components/**/*.md``
+keeps every README excluded), and a negated directory (``!tests/``) does not undo a pattern
+that matches the files themselves (``*.py``). Here every pattern that matches the file or one
+of its directories counts and the last one decides, which is what a path filter means:
+``["components/", "!components/**/*.md"]`` is every file under components/ except
+markdown, and ``["*.py", "!tests/"]`` is every python file outside tests/. Where no
+negation matches, the result is git's. ``tests/test_matching.py`` checks both against git.
 
-* ``name`` at any depth (``*.md``, ``docs/``, ``Makefile``): matches when some component of the
-  path matches the name (for ``name/``, some directory component);
-* an anchored literal (``/docs``, ``pipeline/params.toml``, ``components/trainer/``): matches the
-  path itself or one of its ancestor directories;
-* anything else: its regex, tried only on paths that can start with its literal prefix.
+:meth:`Matcher.explain` reports through the same code as :meth:`Matcher.match`, so what
+``explain`` shows is what ``plan`` did.
 
-What paths in one directory share (ancestor components and prefixes) is computed once per
-directory, and the per-rule decision is computed once per distinct set of matched patterns.
-``tests/test_matching.py`` checks with hypothesis that the result equals pathspec's own.
+Speed: a commit can touch tens of thousands of files and a rules file can hold a thousand
+patterns, so no path is tried against every pattern. Literal names, ``*suffix`` names and
+literal paths are looked up in dictionaries; what directories match is computed once per
+directory; the remaining wildcard patterns are tried only on paths under their literal
+prefix; and the per-rule decision is computed once per distinct set of matched patterns.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from orchestrator.gitignore import GitPattern, compile_pattern
 from orchestrator.model import Rule, RuleHit
-
-_ANY_DEPTH = re.compile(r"^\^\(\?:\.\+/\)\?(?P<body>.*?)(?P<tail>\(\?:/\|\$\)|/)\Z", re.S)
-_ANCHORED = re.compile(r"^\^(?P<body>.*?)(?P<tail>\(\?:/\|\$\)|/)\Z", re.S)
-_END_ANCHOR = re.compile(r"(?<!\\)((?:\\\\)*)\$")
-_ESCAPE = re.compile(r"\\(.)", re.S)
-_LITERAL_PREFIX = re.compile(r"^\^((?:\\.|[^\\\[\](){}.*+?|^$])*)", re.S)
-
-Shape = Literal["name", "anchored", "regex"]
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledPattern:
-    """One pattern of one rule, compiled once."""
-
-    text: str
-    include: bool  # False for a negation (``!pattern``)
-    source: str  # pathspec's regex, with '$' made '\\Z' (a newline is an ordinary character)
-    shape: Shape
-    dir_only: bool  # the pattern matches directories only (trailing ``/``)
-    literal: str | None  # the name or path, for literal shapes
-    part: re.Pattern[str] | None  # a wildcard name, matched against one path component
-    prefix: str  # every matching path starts with this (may be empty)
-
-    @property
-    def regex(self) -> re.Pattern[str]:
-        return _compile(self.source)
-
-    def matches(self, path: str) -> bool:
-        """The reference semantics: pathspec's regex searched in the path."""
-        return self.regex.search(path) is not None
-
-
-@functools.lru_cache(maxsize=8192)
-def _compile(source: str) -> re.Pattern[str]:
-    return re.compile(source, re.S)
-
-
-@functools.lru_cache(maxsize=8192)
-def compile_pattern(text: str) -> CompiledPattern:
-    """Compile one gitignore pattern; ``ValueError`` with a clear message if it means nothing."""
-    from pathspec.patterns.gitignore.basic import GitIgnoreBasicPattern
-
-    if not text.strip():
-        raise ValueError("an empty pattern matches nothing")
-    try:
-        regex_source, include = GitIgnoreBasicPattern.pattern_to_regex(text)
-    except Exception as exc:  # noqa: BLE001 - pathspec raises several types for bad patterns
-        raise ValueError(f"invalid pattern {text!r}: {exc}") from None
-    if include is None or regex_source is None:
-        raise ValueError(
-            f"pattern {text!r} matches nothing (a comment, or only '/' or '!'); "
-            "escape a leading '#' as '\\#'"
-        )
-    source = _END_ANCHOR.sub(r"\1\\Z", regex_source)
-    shape: Shape = "regex"
-    literal: str | None = None
-    part: re.Pattern[str] | None = None
-    dir_only = False
-    prefix_match = _LITERAL_PREFIX.match(regex_source)
-    prefix = _ESCAPE.sub(r"\1", prefix_match.group(1)) if prefix_match else ""
-
-    if found := _ANY_DEPTH.match(regex_source):
-        body = found.group("body")
-        if _is_component_regex(body):
-            shape = "name"
-            dir_only = found.group("tail") == "/"
-            literal = _ESCAPE.sub(r"\1", body) if _is_literal(body) else None
-            if literal is None:
-                part = _compile(body + r"\Z")
-            prefix = ""
-    elif (found := _ANCHORED.match(regex_source)) and _is_literal(found.group("body")):
-        shape = "anchored"
-        dir_only = found.group("tail") == "/"
-        literal = _ESCAPE.sub(r"\1", found.group("body"))
-    return CompiledPattern(
-        text=text,
-        include=bool(include),
-        source=source,
-        shape=shape,
-        dir_only=dir_only,
-        literal=literal,
-        part=part,
-        prefix=prefix,
-    )
-
-
-def _grouped(
-    parts: Sequence[tuple[int, re.Pattern[str]]],
-) -> list[tuple[tuple[int, ...], re.Pattern[str]]]:
-    groups: dict[re.Pattern[str], list[int]] = {}
-    for pid, part in parts:
-        groups.setdefault(part, []).append(pid)
-    return [(tuple(pids), part) for part, pids in groups.items()]
-
-
-def _any_of(parts: Sequence[tuple[tuple[int, ...], re.Pattern[str]]]) -> re.Pattern[str] | None:
-    """One regex that matches a name when any of ``parts`` does (a cheap first test)."""
-    if not parts:
-        return None
-    return re.compile("|".join(f"(?:{part.pattern})" for _, part in parts), re.S)
-
-
-def _is_literal(body: str) -> bool:
-    """True when the regex fragment is only escaped or plain characters (no wildcard)."""
-    return re.fullmatch(r"(?:\\.|[^\\\[\](){}.*+?|^$])*", body, re.S) is not None
-
-
-def _is_component_regex(body: str) -> bool:
-    """True when the fragment cannot match a '/' or cross into another component."""
-    without_classes = body.replace("[^/]", "")
-    if "/" in without_classes:
-        return False
-    # an unescaped '.' (as in '.+' or '.*') could cross a '/'
-    return re.search(r"(?<!\\)(?:\\\\)*\.", without_classes) is None
 
 
 @dataclass(frozen=True, slots=True)
 class _DirInfo:
-    ids: frozenset[int]  # patterns matched through the directory itself or an ancestor
-    candidates: tuple[tuple[int, re.Pattern[str]], ...]  # regex-shaped patterns that may match
+    own: frozenset[int]  # patterns that match this directory itself
+    ids: frozenset[int]  # ... or any directory above it
+    candidates: tuple[int, ...]  # wildcard path patterns that may match something below
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+class _NameIndex:
+    """Basename patterns: literal names, ``*suffix`` names, and the other wildcards."""
+
+    def __init__(self) -> None:
+        self.literal: dict[str, list[int]] = {}
+        self.suffixes: dict[int, dict[str, list[int]]] = {}  # by suffix length
+        self.wild: list[tuple[int, GitPattern]] = []
+        self._cache: dict[str, frozenset[int]] = {}
+
+    def add(self, pid: int, pattern: GitPattern) -> None:
+        if pattern.literal is not None:
+            self.literal.setdefault(pattern.literal, []).append(pid)
+        elif pattern.suffix is not None:
+            by_length = self.suffixes.setdefault(len(pattern.suffix), {})
+            by_length.setdefault(pattern.suffix, []).append(pid)
+        else:
+            self.wild.append((pid, pattern))
+
+    def lookup(self, name: str) -> frozenset[int]:
+        found = self._cache.get(name)
+        if found is not None:
+            return found
+        ids: list[int] = list(self.literal.get(name, ()))
+        for length, by_suffix in self.suffixes.items():
+            if len(name) >= length:
+                ids += by_suffix.get(name[len(name) - length :], ())
+        if self.wild:
+            raw = _encode(name)
+            ids += [pid for pid, pattern in self.wild if pattern.matches_name(raw)]
+        found = self._cache[name] = frozenset(ids)
+        return found
 
 
 class Matcher:
@@ -155,93 +85,95 @@ class Matcher:
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
-        self.patterns: list[CompiledPattern] = []
+        self.patterns: list[GitPattern] = []
         self._rule_of: list[int] = []
         for index, rule in enumerate(self.rules):
             for text in rule.patterns:
                 self.patterns.append(compile_pattern(text))
                 self._rule_of.append(index)
-        # name -> ids, split by whether the name may be the file itself (not dir-only)
-        self._dir_names: dict[str, list[int]] = {}
-        self._file_names: dict[str, list[int]] = {}
-        self._dir_anchored: dict[str, list[int]] = {}
-        self._file_anchored: dict[str, list[int]] = {}
-        dir_wild: list[tuple[int, re.Pattern[str]]] = []
-        file_wild: list[tuple[int, re.Pattern[str]]] = []
-        self._regex: list[tuple[int, re.Pattern[str]]] = []
+        # what may match a file, and what may match a directory (directory-only patterns)
+        self._file_names = _NameIndex()
+        self._dir_names = _NameIndex()
+        self._file_paths: dict[str, list[int]] = {}
+        self._dir_paths: dict[str, list[int]] = {}
+        wild_paths: list[int] = []
         for pid, pattern in enumerate(self.patterns):
-            if pattern.shape == "name" and pattern.literal is not None:
-                self._dir_names.setdefault(pattern.literal, []).append(pid)
+            if pattern.basename:
+                self._dir_names.add(pid, pattern)
                 if not pattern.dir_only:
-                    self._file_names.setdefault(pattern.literal, []).append(pid)
-            elif pattern.shape == "name" and pattern.part is not None:
-                dir_wild.append((pid, pattern.part))
+                    self._file_names.add(pid, pattern)
+            elif pattern.literal is not None:
+                self._dir_paths.setdefault(pattern.literal, []).append(pid)
                 if not pattern.dir_only:
-                    file_wild.append((pid, pattern.part))
-            elif pattern.shape == "anchored" and pattern.literal is not None:
-                self._dir_anchored.setdefault(pattern.literal, []).append(pid)
-                if not pattern.dir_only:
-                    self._file_anchored.setdefault(pattern.literal, []).append(pid)
+                    self._file_paths.setdefault(pattern.literal, []).append(pid)
             else:
-                self._regex.append((pid, pattern.regex))
-        # the same wildcard name in many rules is tested once
-        self._dir_wild = _grouped(dir_wild)
-        self._file_wild = _grouped(file_wild)
-        self._dir_wild_any = _any_of(self._dir_wild)
-        self._file_wild_any = _any_of(self._file_wild)
-        self._dirs: dict[str, _DirInfo] = {}
+                wild_paths.append(pid)
+        self._root = _DirInfo(frozenset(), frozenset(), tuple(wild_paths))
+        self._dirs: dict[str, _DirInfo] = {"": self._root}
         self._decisions: dict[frozenset[int], tuple[RuleHit, ...]] = {}
 
-    # -- per directory -------------------------------------------------------------------
+    # -- directories ---------------------------------------------------------------------
 
     def _dir(self, directory: str) -> _DirInfo:
         info = self._dirs.get(directory)
         if info is not None:
             return info
-        if not directory:
-            info = _DirInfo(frozenset(), tuple(self._regex))
-        else:
-            parent, _, name = directory.rpartition("/")
-            above = self._dir(parent)
-            ids = set(above.ids)
-            ids.update(self._dir_names.get(name, ()))
-            if self._dir_wild_any is not None and self._dir_wild_any.match(name):
-                for pids, part in self._dir_wild:
-                    if part.match(name):
-                        ids.update(pids)
-            ids.update(self._dir_anchored.get(directory, ()))
-            here = directory + "/"
-            candidates = tuple(
-                (pid, regex)
-                for pid, regex in above.candidates
-                if here.startswith(self.patterns[pid].prefix)
-                or self.patterns[pid].prefix.startswith(here)
-            )
-            info = _DirInfo(frozenset(ids), candidates)
-        self._dirs[directory] = info
-        return info
+        # walk up to the closest known directory, then down (no recursion: paths can be deep)
+        missing = [directory]
+        parent = directory.rpartition("/")[0]
+        while parent not in self._dirs:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        above = self._dirs[parent]
+        for current in reversed(missing):
+            above = self._dirs[current] = self._describe_dir(current, above)
+        return above
 
-    # -- per path ------------------------------------------------------------------------
+    def _describe_dir(self, directory: str, above: _DirInfo) -> _DirInfo:
+        name = directory.rpartition("/")[2]
+        own = set(self._dir_names.lookup(name))
+        own.update(self._dir_paths.get(directory, ()))
+        candidates: list[int] = []
+        if above.candidates:
+            raw = _encode(directory)
+            here = directory + "/"
+            for pid in above.candidates:
+                pattern = self.patterns[pid]
+                prefix = pattern.prefix
+                if prefix.startswith(here) or here.startswith(prefix):
+                    candidates.append(pid)
+                if directory.startswith(prefix) and pattern.matches_name(raw):
+                    own.add(pid)
+        frozen_own = frozenset(own)
+        return _DirInfo(frozen_own, above.ids | frozen_own, tuple(candidates))
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _file_ids(self, path: str, info: _DirInfo) -> frozenset[int]:
+        """The patterns that match the file at ``path`` itself (not through a directory)."""
+        name = path.rpartition("/")[2]
+        ids = self._file_names.lookup(name)
+        extra: list[int] = list(self._file_paths.get(path, ()))
+        if info.candidates:
+            raw = _encode(path)
+            for pid in info.candidates:
+                pattern = self.patterns[pid]
+                if (
+                    not pattern.dir_only
+                    and path.startswith(pattern.prefix)
+                    and pattern.matches_name(raw)
+                ):
+                    extra.append(pid)
+        return ids.union(extra) if extra else ids
 
     def matched_ids(self, path: str) -> frozenset[int]:
-        """Ids of every pattern (of every rule) that matches ``path``."""
-        directory, _, name = path.rpartition("/")
+        """Ids of every pattern (of every rule) that matches ``path`` or a directory above it."""
+        directory = path.rpartition("/")[0]
         info = self._dirs.get(directory) or self._dir(directory)
-        extra: list[int] = []
-        found = self._file_names.get(name)
-        if found:
-            extra += found
-        if self._file_wild_any is not None and self._file_wild_any.match(name):
-            for pids, part in self._file_wild:
-                if part.match(name):
-                    extra += pids
-        found = self._file_anchored.get(path)
-        if found:
-            extra += found
-        for pid, regex in info.candidates:
-            if regex.search(path) is not None:
-                extra.append(pid)
-        return info.ids.union(extra) if extra else info.ids
+        own = self._file_ids(path, info)
+        if not info.ids:
+            return own
+        return info.ids | own if own else info.ids
 
     def match(self, path: str) -> tuple[RuleHit, ...]:
         """The rules ``path`` hits, in rules-file order, each with its deciding pattern."""
@@ -268,7 +200,17 @@ class Matcher:
     # -- explaining ----------------------------------------------------------------------
 
     def explain(self, path: str) -> tuple[RuleExplanation, ...]:
-        """Every rule with at least one matching pattern, each pattern's verdict, the outcome."""
+        """Every rule with at least one matching pattern: how each pattern matched, and the
+        outcome. Computed from the same per-directory and per-file matches as ``match``."""
+        directory = path.rpartition("/")[0]
+        info = self._dir(directory)
+        where: dict[int, str] = dict.fromkeys(self._file_ids(path, info), path)
+        parts = directory.split("/") if directory else []
+        for depth in range(1, len(parts) + 1):  # the top-most matching directory, as git
+            above = "/".join(parts[:depth])
+            for pid in self._dir(above).own:
+                where.setdefault(pid, above + "/")
+        hits = {hit.rule: hit for hit in self.match(path)}
         explanations = []
         pid = 0
         for rule in self.rules:
@@ -279,7 +221,8 @@ class Matcher:
                     PatternVerdict(
                         pattern=pattern.text,
                         negation=not pattern.include,
-                        matched=pattern.matches(path),
+                        matched=pid in where,
+                        through=where.get(pid) if where.get(pid) != path else None,
                     )
                 )
                 pid += 1
@@ -289,7 +232,7 @@ class Matcher:
                     RuleExplanation(
                         rule=rule.name,
                         verdicts=tuple(verdicts),
-                        included=not matched[-1].negation,
+                        included=rule.name in hits,
                         deciding=matched[-1].pattern,
                     )
                 )
@@ -301,6 +244,8 @@ class PatternVerdict:
     pattern: str
     negation: bool
     matched: bool
+    #: the directory (with a trailing '/') the pattern matched, when not the path itself
+    through: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
