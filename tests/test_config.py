@@ -174,6 +174,37 @@ def test_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
     )
 
 
+BOM = "\ufeff".encode()
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_bytes(BOM + (V1 + RULE).encode())
+    rules = load_rules(path)
+    assert [r.name for r in rules.rules] == ["r"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (V1 + RULE + 'when = "x"\n',
+         "6: [rule 'r'.when] unknown key 'when' (allowed: name, paths, do)"),
+        (V1 + "\n\n" + 'x = "unterminated\n', "4: invalid TOML: Illegal character '\\n'"),
+        ("\r\n".join([V1.strip(), "[project]", 'zone = "y"', ""]),
+         "3: [project.zone] unknown key 'zone' "
+         "(allowed: gcp_project, region, bucket, registry, topic)"),
+    ],
+)  # fmt: skip
+def test_errors_after_a_byte_order_mark_keep_their_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_bytes(BOM + text.encode())
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path)
+    assert str(caught.value) == f"{path}:{expected}"
+
+
 def test_undecodable_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     path.write_bytes(b"version = 1\n# \xff\n")
