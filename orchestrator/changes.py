@@ -12,6 +12,13 @@ and diffs. The base, in order of precedence:
 ``base_reason``                             base
 ==========================================  =================================================
 ``explicit``                                ``--base``
+``explicit-new-branch-merge-base``          ``--base`` all zeros (40, or 64 in a sha256
+                                            repository: what ``${{ github.event.before }}``
+                                            is for a new branch): merge-base of head and the
+                                            default branch (see below)
+``explicit-new-branch-no-merge-base``       ... with no default branch to be found, no common
+                                            history, or head on the default branch itself:
+                                            none, everything at head changed
 ``github-push``                             the push's ``before``
 ``github-push-new-branch-merge-base``       new branch (``before`` all zeros): merge-base of
                                             head and the default branch (fetched into a
@@ -28,9 +35,30 @@ and diffs. The base, in order of precedence:
 ``github-pull-request-no-merge-base``       PR with unrelated histories: everything
 ``github-merge-group``                      the merge group's ``base_sha``
 ``cloudbuild-base-sha``                     ``_BASE_SHA`` from the environment
+``cloudbuild-new-branch-merge-base``        ``_BASE_SHA`` all zeros: as for ``--base``
+``cloudbuild-new-branch-no-merge-base``     ... and as ``explicit-new-branch-no-merge-base``
 ``first-parent``                            head's first parent (merges: the mainline side)
 ``root-commit``                             head has no parent: the empty tree, everything
 ==========================================  =================================================
+
+A base of all zeros names no commit; like GitHub's own new-branch push it means "a
+new branch", so the range starts where head left the default branch. When nothing names
+that branch (an all-zeros ``--base`` or ``_BASE_SHA``; a GitHub push payload does), it is
+the first of these in the clone:
+
+1. ``refs/remotes/origin/HEAD``, what ``git clone`` records as the remote's default branch
+   (and ``git remote set-head origin --auto`` sets), so it is exact for an ordinary clone;
+2. ``origin/main``, then ``origin/master``: GitHub's default name, then git's historical
+   one, as remote-tracking branches, which are what the remote has;
+3. the local ``main``, then ``master``;
+4. otherwise the remote is asked (``git ls-remote --symref origin HEAD``) and, in a shallow
+   clone, that branch is fetched: ``actions/checkout`` records no ``origin/HEAD`` and with
+   its default ``fetch-depth: 1`` fetches only the pushed branch.
+
+The remote is asked last because the clone usually knows, and asking needs the network.
+The branch being built is ``GITHUB_REF`` (``refs/heads/...``), else Cloud Build's
+``BRANCH_NAME``, else (for ``--head HEAD``) the checked-out branch; when it is the default
+branch itself, all of it is new and everything at head changed.
 
 With ``working_tree=True`` the reason gets a ``+working-tree`` suffix and the staged,
 unstaged and untracked (not ignored) files of the checkout are added to the range's
@@ -47,7 +75,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from orchestrator.adapters.git import Commit, Git
-from orchestrator.ci_env import BaseHint, ci_base_hint
+from orchestrator.ci_env import BaseHint, ci_base_hint, is_null_sha
 from orchestrator.errors import GitError, InputError
 from orchestrator.model import ChangedPath, ChangeSet, ChangeStatus
 
@@ -59,6 +87,15 @@ DEEPEN_LIMIT = sum(DEEPEN_STEPS)
 WORKING_TREE_SUFFIX = "+working-tree"
 
 _FETCH_HINT = "fetch the full history (GitHub Actions: actions/checkout with fetch-depth: 0)"
+
+#: Where to look for the default branch when nothing names it, after ``origin/HEAD``
+#: (see the module docstring).
+CONVENTIONAL_DEFAULT_BRANCHES = (
+    "refs/remotes/origin/main",
+    "refs/remotes/origin/master",
+    "refs/heads/main",
+    "refs/heads/master",
+)
 
 _SIMPLE_STATUSES: dict[str, ChangeStatus] = {"A": "A", "M": "M", "D": "D", "T": "T"}
 
@@ -189,10 +226,14 @@ def resolve_changes(
     CLI; tests pass their own). An explicit ``base`` wins over anything in ``env``.
     """
     history = _History(git)
-    if base is not None:
-        head_commit, base_commit = history.read([head, base])
-        head_commit = history.require(head, head_commit, "--head")
-        base_sha: str | None = history.require(base, base_commit, "--base").sha
+    base_sha: str | None
+    if base is not None and is_null_sha(base):
+        head_commit = history.require(head, history.read([head])[0], "--head")
+        base_sha, reason = _unnamed_new_branch(history, head_commit, head, env, "explicit")
+    elif base is not None:
+        read_head, read_base = history.read([head, base])
+        head_commit = history.require(head, read_head, "--head")
+        base_sha = history.require(base, read_base, "--base").sha
         reason = "explicit"
     else:
         head_commit = history.require(head, history.read([head])[0], "--head")
@@ -200,7 +241,7 @@ def resolve_changes(
         if hint is None:
             base_sha, reason = _first_parent(head_commit)
         else:
-            base_sha, reason = _from_hint(history, hint, head_commit)
+            base_sha, reason = _from_hint(history, hint, head_commit, head, env)
 
     if base_sha is None:
         changes = parse_name_status(git.diff_name_status(git.empty_tree(), head_commit.sha))
@@ -212,14 +253,26 @@ def resolve_changes(
     return ChangeSet(base=base_sha, head=head_commit.sha, base_reason=reason, changes=changes)
 
 
+def require_head(git: Git, head: str) -> Commit:
+    """The commit ``--head`` names, deepening a shallow clone to find it; a
+    :class:`GitError` (the same one planning gives) when it is not there.
+    """
+    history = _History(git)
+    return history.require(head, history.read([head])[0], "--head")
+
+
 def _first_parent(head: Commit) -> tuple[str | None, str]:
     if not head.parents:
         return None, "root-commit"
     return head.parents[0], "first-parent"
 
 
-def _from_hint(history: _History, hint: BaseHint, head: Commit) -> tuple[str | None, str]:
+def _from_hint(
+    history: _History, hint: BaseHint, head: Commit, head_rev: str, env: Mapping[str, str]
+) -> tuple[str | None, str]:
     if hint.kind == "cloudbuild":
+        if hint.base is None:  # all zeros
+            return _unnamed_new_branch(history, head, head_rev, env, "cloudbuild")
         sha = _given(hint.base, "_BASE_SHA")
         return history.require_sha(sha, "_BASE_SHA"), "cloudbuild-base-sha"
     if hint.kind == "github-merge-group":
@@ -275,6 +328,54 @@ def _default_branch_merge_base(history: _History, hint: BaseHint, head: Commit) 
     if ref is None:
         return None
     return history.merge_base(ref, head.sha)
+
+
+def _unnamed_new_branch(
+    history: _History, head: Commit, head_rev: str, env: Mapping[str, str], source: str
+) -> tuple[str | None, str]:
+    """An all-zeros base from ``source`` (``explicit``, ``cloudbuild``): a new branch,
+    compared with the default branch that nothing names (see the module docstring).
+    """
+    default = _unnamed_default_branch(history)
+    merge_base = None
+    if default is not None:
+        building = _building_branch(history.git, env, head_rev)
+        if _branch_name(default) != building:  # the default branch itself: all of it is new
+            merge_base = history.merge_base(default, head.sha)
+    if merge_base is None:
+        return None, f"{source}-new-branch-no-merge-base"
+    return merge_base, f"{source}-new-branch-merge-base"
+
+
+def _unnamed_default_branch(history: _History) -> str | None:
+    git = history.git
+    ref = git.default_branch() or git.resolve_ref(CONVENTIONAL_DEFAULT_BRANCHES)
+    if ref is not None:
+        return ref
+    name = git.remote_default_branch()
+    if name is None:
+        return None
+    ref = git.default_branch(name)
+    if ref is None and history.is_shallow():
+        ref = git.fetch_branch(name, depth=DEEPEN_STEPS[0])
+    return ref
+
+
+def _building_branch(git: Git, env: Mapping[str, str], head_rev: str) -> str | None:
+    """The short name of the branch being built, when something says which."""
+    if env.get("GITHUB_REF", "").startswith("refs/heads/"):
+        return env["GITHUB_REF"].removeprefix("refs/heads/")
+    if env.get("BRANCH_NAME"):
+        return env["BRANCH_NAME"]
+    ref = git.current_ref() if head_rev == "HEAD" else None
+    return None if ref is None else _branch_name(ref)
+
+
+def _branch_name(ref: str) -> str:
+    for prefix in ("refs/heads/", "refs/remotes/origin/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix)
+    return ref
 
 
 class _History:

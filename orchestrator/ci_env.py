@@ -14,7 +14,8 @@ Sources, in order:
   (``pull_request.base.sha``, ``pull_request.head.sha``, ``pull_request.base.ref``) and
   ``merge_group`` (``merge_group.base_sha``, ``merge_group.head_sha``,
   ``merge_group.base_ref``). Other events (``workflow_dispatch``, ``schedule`` ...) say nothing.
-- Cloud Build: ``_BASE_SHA`` passed to the build step as an environment variable.
+- Cloud Build: ``_BASE_SHA`` passed to the build step as an environment variable; all
+  zeros means a new branch, as GitHub's ``before`` does.
 
 Which commit to diff against is decided in :mod:`orchestrator.changes`, which has git.
 """
@@ -44,7 +45,8 @@ class BaseHint:
     - ``github-pull-request``: ``base`` and ``head`` are the PR's base and head shas; the
       range starts at their merge-base. ``default_branch`` is the PR's base branch.
     - ``github-merge-group``: ``base`` is ``base_sha``, the commit the queue merges onto.
-    - ``cloudbuild``: ``base`` is ``_BASE_SHA``.
+    - ``cloudbuild``: ``base`` is ``_BASE_SHA`` (``None`` when it is all zeros: a new
+      branch).
     """
 
     kind: HintKind
@@ -56,12 +58,14 @@ class BaseHint:
 
     @property
     def new_branch(self) -> bool:
-        return self.kind == "github-push" and self.base is None
+        return self.kind in ("github-push", "cloudbuild") and self.base is None
 
 
 def is_null_sha(sha: str) -> bool:
-    """An all-zeros object id: what GitHub sends as ``before`` when a push creates a branch."""
-    return bool(sha) and set(sha) == {"0"}
+    """An all-zeros object id, sha1 or sha256 (40 or 64 zeros): what GitHub sends as
+    ``before`` when a push creates a branch. A shorter run of zeros can be a real short sha.
+    """
+    return len(sha) in (40, 64) and set(sha) == {"0"}
 
 
 def github_event_payload_path(env: Mapping[str, str]) -> str | None:
@@ -116,8 +120,9 @@ def base_hint(env: Mapping[str, str], payload: Mapping[str, Any] | None) -> Base
             return _pull_request(event, payload)
         return _merge_group(payload)
     cloudbuild_base = env.get("_BASE_SHA", "").strip()
-    if cloudbuild_base and not is_null_sha(cloudbuild_base):
-        return BaseHint(kind="cloudbuild", base=cloudbuild_base)
+    if cloudbuild_base:
+        base = None if is_null_sha(cloudbuild_base) else cloudbuild_base
+        return BaseHint(kind="cloudbuild", base=base)
     return None
 
 

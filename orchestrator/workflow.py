@@ -14,9 +14,9 @@ from pathlib import Path
 
 from orchestrator.adapters.git import Git
 from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters, short_hash
-from orchestrator.changes import resolve_changes
+from orchestrator.changes import require_head, resolve_changes
 from orchestrator.config import load_rules
-from orchestrator.errors import GitError, InputError
+from orchestrator.errors import InputError
 from orchestrator.matching import Matcher
 from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules
 from orchestrator.planning import plan_changes
@@ -86,13 +86,15 @@ def make_plan(target: Target, env: Mapping[str, str]) -> tuple[Rules, Plan]:
 
 
 def given_changes(git: Git, head: str, paths: Sequence[str]) -> ChangeSet:
-    """A change set of ``paths`` at ``head``, as if a commit had modified exactly them."""
-    commit = git.read_commits([head])[0]
-    if commit is None:
-        raise GitError(f"--head {head}: no such commit in {git.repo}")
-    normalized = dict.fromkeys(_relative(p) for p in paths)
-    if "" in normalized:
-        raise InputError("--changed takes repository-relative paths, not an empty string")
+    """A change set of ``paths`` at ``head``, as if a commit had modified exactly them.
+
+    Each path is kept exactly as given (spaces included) except that a leading ``./`` is
+    dropped; an absolute path is made relative to the repository's root (see
+    :func:`_relative`).
+    """
+    commit = require_head(git, head)
+    root = git.toplevel() if any(Path(p).is_absolute() for p in paths) else None
+    normalized = dict.fromkeys(_relative(p, root, git) for p in paths)
     return ChangeSet(
         base=None,
         head=commit.sha,
@@ -101,11 +103,33 @@ def given_changes(git: Git, head: str, paths: Sequence[str]) -> ChangeSet:
     )
 
 
-def _relative(path: str) -> str:
-    path = path.strip()
-    while path.startswith("./"):
-        path = path[2:]
-    return path
+def _relative(path: str, root: Path | None, git: Git) -> str:
+    """``path`` relative to the repository ``root``: a relative one as given, minus any
+    leading ``./``; an absolute one resolved against the root, symlinks in its directories
+    resolved (not in its last component, which may itself be a tracked symlink).
+    """
+    if not path:
+        raise InputError("--changed takes repository-relative paths, not an empty string")
+    given = Path(path)
+    if not given.is_absolute():
+        relative = path
+        while relative.startswith("./"):
+            relative = relative[2:]
+    elif root is None:
+        raise InputError(f"--changed {path}: {git.repo} has no work tree to resolve it against")
+    else:
+        if given.name in ("", ".."):
+            resolved = given.resolve()
+        else:
+            resolved = given.parent.resolve() / given.name
+        if not resolved.is_relative_to(root):
+            raise InputError(f"--changed {path}: outside the repository {root}")
+        relative = resolved.relative_to(root).as_posix()
+        if path.endswith("/") and relative != ".":
+            relative += "/"
+    if relative in ("", "."):
+        raise InputError(f"--changed {path}: the repository's root, not a path in it")
+    return relative
 
 
 def detect_ref(env: Mapping[str, str], git: Git) -> str:

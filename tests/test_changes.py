@@ -666,3 +666,124 @@ def test_shallow_new_branch_push_fetches_the_default_branch(
     cs = resolve(clone, github_env(tmp_path, "push", payload))
     assert (cs.base, cs.base_reason) == (fork_point, "github-push-new-branch-merge-base")
     assert changes_of(cs) == {("A", "topic1.txt", None), ("A", "topic2.txt", None)}
+
+
+# ---------------------------------------------------------------------------------
+# An all-zeros base: a new branch, compared with the default branch nobody named
+# ---------------------------------------------------------------------------------
+
+
+def forked_origin(origin: GitRepo) -> str:
+    """main: M0 - M1 - M2; topic from M1: T1 - T2 (checked out). Returns M1, the fork point."""
+    origin.commit({"main0.txt": "m"})
+    fork_point = origin.commit({"main1.txt": "m"})
+    origin.git("checkout", "-q", "-b", "topic")
+    origin.commit({"topic1.txt": "t"})
+    origin.commit({"topic2.txt": "t"})
+    origin.git("checkout", "-q", "main")
+    origin.commit({"main2.txt": "m"})
+    origin.git("checkout", "-q", "topic")
+    return fork_point
+
+
+TOPIC_CHANGES = {("A", "topic1.txt", None), ("A", "topic2.txt", None)}
+
+
+@pytest.mark.parametrize("zeros", [ZEROS, "0" * 64])
+def test_explicit_zeros_base_uses_merge_base_with_origin_head(
+    make_git_repo: Any, tmp_path: Path, zeros: str
+) -> None:
+    origin: GitRepo = make_git_repo("origin")
+    fork_point = forked_origin(origin)
+    origin.git("checkout", "-q", "main")
+    clone = origin.clone(tmp_path / "clone")
+    clone.git("checkout", "-q", "topic")
+    assert clone.git("symbolic-ref", "refs/remotes/origin/HEAD") == "refs/remotes/origin/main"
+    cs = resolve(clone, base=zeros)
+    assert (cs.base, cs.head, cs.base_reason) == (
+        fork_point, clone.rev(), "explicit-new-branch-merge-base",
+    )  # fmt: skip
+    assert changes_of(cs) == TOPIC_CHANGES
+
+
+def test_explicit_zeros_base_without_a_remote_uses_the_local_main(git_repo: GitRepo) -> None:
+    fork_point = forked_origin(git_repo)
+    cs = resolve(git_repo, base=ZEROS)
+    assert (cs.base, cs.base_reason) == (fork_point, "explicit-new-branch-merge-base")
+    assert changes_of(cs) == TOPIC_CHANGES
+    # the same with --head naming the branch while main is checked out
+    git_repo.git("checkout", "-q", "main")
+    cs = resolve(git_repo, base=ZEROS, head="topic")
+    assert (cs.base, cs.base_reason) == (fork_point, "explicit-new-branch-merge-base")
+
+
+def test_explicit_zeros_base_prefers_origin_main_to_a_stale_local_master(
+    make_git_repo: Any, tmp_path: Path
+) -> None:
+    origin: GitRepo = make_git_repo("origin")
+    fork_point = forked_origin(origin)
+    clone = origin.clone(tmp_path / "clone")  # origin's HEAD is topic: origin/HEAD says topic
+    clone.git("remote", "set-head", "origin", "--delete")
+    clone.git("branch", "master", fork_point + "~1")
+    cs = resolve(clone, base=ZEROS)
+    assert (cs.base, cs.base_reason) == (fork_point, "explicit-new-branch-merge-base")
+
+
+def test_explicit_zeros_base_in_a_shallow_ci_checkout_fetches_the_default_branch(
+    make_git_repo: Any, tmp_path: Path
+) -> None:
+    origin: GitRepo = make_git_repo("origin")
+    fork_point = forked_origin(origin)
+    origin.git("checkout", "-q", "main")
+    # what actions/checkout does by default: one commit of the pushed branch, no origin/HEAD
+    clone = origin.clone(tmp_path / "clone", depth=1, branch="topic")
+    assert clone.git("branch", "-r") == "origin/topic"
+    env = {"GITHUB_REF": "refs/heads/topic"}
+    cs = resolve(clone, env, base=ZEROS)
+    assert (cs.base, cs.base_reason) == (fork_point, "explicit-new-branch-merge-base")
+    assert changes_of(cs) == TOPIC_CHANGES
+
+
+def test_explicit_zeros_base_without_a_default_branch_is_everything(git_repo: GitRepo) -> None:
+    git_repo.git("checkout", "-q", "-b", "trunk")
+    git_repo.commit({"a.txt": "a"})
+    git_repo.git("checkout", "-q", "-b", "topic")
+    head = git_repo.commit({"b.txt": "b"})
+    cs = resolve(git_repo, base=ZEROS)
+    assert (cs.base, cs.head, cs.base_reason) == (
+        None, head, "explicit-new-branch-no-merge-base",
+    )  # fmt: skip
+    assert changes_of(cs) == {("A", "a.txt", None), ("A", "b.txt", None)}
+
+
+def test_explicit_zeros_base_on_the_default_branch_itself_is_everything(
+    git_repo: GitRepo,
+) -> None:
+    git_repo.commit({"a.txt": "a"})
+    git_repo.commit({"b.txt": "b"})
+    cs = resolve(git_repo, base=ZEROS)  # main checked out: the default branch is being created
+    assert (cs.base, cs.base_reason) == (None, "explicit-new-branch-no-merge-base")
+    assert len(cs.changes) == 2
+    cs = resolve(git_repo, {"GITHUB_REF": "refs/heads/main"}, base=ZEROS, head="main")
+    assert (cs.base, cs.base_reason) == (None, "explicit-new-branch-no-merge-base")
+
+
+def test_explicit_zeros_base_with_unrelated_histories_is_everything(git_repo: GitRepo) -> None:
+    git_repo.commit({"a.txt": "a"})
+    git_repo.git("checkout", "-q", "--orphan", "other")
+    git_repo.git("rm", "-q", "-rf", ".")
+    git_repo.commit({"b.txt": "b"})
+    cs = resolve(git_repo, base=ZEROS)
+    assert (cs.base, cs.base_reason) == (None, "explicit-new-branch-no-merge-base")
+    assert changes_of(cs) == {("A", "b.txt", None)}
+
+
+def test_cloudbuild_zeros_base_sha_is_a_new_branch(git_repo: GitRepo) -> None:
+    fork_point = forked_origin(git_repo)
+    git_repo.git("checkout", "-q", "--detach")  # how Cloud Build checks out
+    cs = resolve(git_repo, {"_BASE_SHA": ZEROS, "BRANCH_NAME": "topic"})
+    assert (cs.base, cs.base_reason) == (fork_point, "cloudbuild-new-branch-merge-base")
+    assert changes_of(cs) == TOPIC_CHANGES
+    git_repo.git("checkout", "-q", "--detach", "main")
+    cs = resolve(git_repo, {"_BASE_SHA": ZEROS, "BRANCH_NAME": "main"})
+    assert (cs.base, cs.base_reason) == (None, "cloudbuild-new-branch-no-merge-base")

@@ -78,7 +78,10 @@ def with_(payload: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
         ({"_BASE_SHA": BEFORE}, None, BaseHint("cloudbuild", BEFORE)),
         ({"_BASE_SHA": f" {BEFORE}\n"}, None, BaseHint("cloudbuild", BEFORE)),
         ({"_BASE_SHA": ""}, None, None),
-        ({"_BASE_SHA": ZEROS}, None, None),
+        # all zeros: a new branch, as GitHub's `before` (it used to be ignored)
+        ({"_BASE_SHA": ZEROS}, None, BaseHint("cloudbuild", None)),
+        ({"_BASE_SHA": "0" * 64}, None, BaseHint("cloudbuild", None)),
+        ({"_BASE_SHA": "0000000"}, None, BaseHint("cloudbuild", "0000000")),  # a short sha
         # a GitHub event that names a base wins over _BASE_SHA; one that does not, does not
         ({**gh("push"), "_BASE_SHA": "abcdef1"}, PUSH,
          BaseHint("github-push", BEFORE, AFTER, False, "main", "refs/heads/main")),
@@ -95,7 +98,9 @@ def test_base_hint(
 def test_new_branch_property() -> None:
     assert BaseHint("github-push", None, AFTER).new_branch
     assert not BaseHint("github-push", BEFORE, AFTER).new_branch
-    assert not BaseHint("cloudbuild", None).new_branch
+    assert BaseHint("cloudbuild", None).new_branch  # _BASE_SHA all zeros
+    assert not BaseHint("cloudbuild", BEFORE).new_branch
+    assert not BaseHint("github-merge-group", None).new_branch
 
 
 @pytest.mark.parametrize(
@@ -126,8 +131,10 @@ def test_invalid_payloads_are_input_errors(
 
 
 @pytest.mark.parametrize(
-    ("sha", "expected"), [(ZEROS, True), ("0" * 64, True), ("", False), (BEFORE, False)]
-)
+    ("sha", "expected"),
+    [(ZEROS, True), ("0" * 64, True), ("", False), (BEFORE, False),
+     ("0000000", False), ("0" * 41, False)],  # a short sha may start with zeros
+)  # fmt: skip
 def test_is_null_sha(sha: str, expected: bool) -> None:
     assert is_null_sha(sha) is expected
 

@@ -15,6 +15,7 @@ import pytest
 from orchestrator import workflow
 from orchestrator.cli import main
 from tests.fixtures.gitrepo import GitRepo, git_env
+from tests.test_git_adapter import ambiguous_commits
 
 RULES = """\
 version = 1
@@ -138,6 +139,83 @@ def test_github_format_outside_github_is_exit_2(repo: GitRepo) -> None:
     assert "GITHUB_OUTPUT" in err
 
 
+# -- --changed --------------------------------------------------------------------------------
+
+
+def changed_paths(repo: GitRepo, *paths: str, repo_option: Path | None = None) -> list[str]:
+    argv = ["plan", "--repo", str(repo_option or repo.path), "--format", "json"]
+    code, out, err = run(*argv, *(a for p in paths for a in ("--changed", p)))
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert data["base_reason"] == "given-paths"
+    return [c["path"] for c in data["changes"]]
+
+
+def test_changed_absolute_paths_become_repository_relative(repo: GitRepo, tmp_path: Path) -> None:
+    src = repo.path / "src" / "a.py"
+    assert changed_paths(repo, str(src), "./R.md", "src/b.py") == ["src/a.py", "R.md", "src/b.py"]
+    assert changed_paths(repo, str(repo.path / "src" / "gone.py")) == ["src/gone.py"]  # deleted
+    assert changed_paths(repo, f"{repo.path}/src/../comp/") == ["comp/"]
+    # symlinks: to the repository, and to a directory inside it
+    (tmp_path / "link").symlink_to(repo.path)
+    (repo.path / "src-link").symlink_to(repo.path / "src")
+    assert changed_paths(repo, str(tmp_path / "link" / "src" / "a.py")) == ["src/a.py"]
+    assert changed_paths(repo, str(src), repo_option=tmp_path / "link") == ["src/a.py"]
+    assert changed_paths(repo, str(repo.path / "src-link" / "a.py")) == ["src/a.py"]
+    # a symlink that is itself the changed file stays that file
+    repo.commit({"R-link.md": GitRepo.Symlink("R.md")})
+    assert changed_paths(repo, str(repo.path / "R-link.md")) == ["R-link.md"]
+
+
+def test_changed_absolute_path_in_a_subdirectory_repo_option(repo: GitRepo) -> None:
+    sub = repo.path / "src"
+    code, out, err = run("plan", "--repo", str(sub), "--rules", str(repo.path / "rules.toml"),
+                         "--changed", str(sub / "a.py"), "--format", "json")  # fmt: skip
+    assert (code, err) == (0, "")
+    assert [c["path"] for c in json.loads(out)["changes"]] == ["src/a.py"]
+
+
+@pytest.mark.parametrize("where", ["outside", "root", "sibling"])
+def test_changed_absolute_path_outside_the_repository_is_exit_2(
+    repo: GitRepo, tmp_path: Path, where: str
+) -> None:
+    path = {
+        "outside": str(tmp_path / "elsewhere" / "a.py"),
+        "root": str(repo.path),
+        "sibling": str(repo.path) + "-other/a.py",  # shares the root's name as a prefix
+    }[where]
+    code, out, err = run("plan", "--repo", str(repo.path), "--changed", "src/a.py",
+                         "--changed", path)  # fmt: skip
+    assert (code, out) == (2, "")
+    if where == "root":
+        assert (
+            err
+            == f"orchestrator: error: --changed {path}: the repository's root, not a path in it\n"
+        )
+    else:
+        assert err == (
+            f"orchestrator: error: --changed {path}: outside the repository {repo.path.resolve()}\n"
+        )
+
+
+def test_changed_paths_keep_their_spaces(repo: GitRepo) -> None:
+    names = [" src/a.py", "src/a.py ", "src/tab\t", " "]
+    assert changed_paths(repo, *names, "./ lead") == [*names, " lead"]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("", "--changed takes repository-relative paths, not an empty string"),
+        ("./", "--changed ./: the repository's root, not a path in it"),
+        (".", "--changed .: the repository's root, not a path in it"),
+    ],
+)
+def test_changed_empty_path_is_exit_2(repo: GitRepo, path: str, message: str) -> None:
+    code, out, err = run("plan", "--repo", str(repo.path), "--changed", path)
+    assert (code, out, err) == (2, "", f"orchestrator: error: {message}\n")
+
+
 # -- --dry-run --------------------------------------------------------------------------------
 
 
@@ -229,6 +307,18 @@ def test_validate_missing_component_context_is_exit_2(repo: GitRepo) -> None:
     )
 
 
+def test_validate_accepts_a_byte_order_mark_and_keeps_line_numbers(repo: GitRepo) -> None:
+    rules = repo.path / "rules.toml"
+    rules.write_bytes("\ufeff".encode() + RULES.encode())
+    code, out, err = run("validate", "--repo", str(repo.path))
+    assert (code, out, err) == (0, f"{rules}: ok (3 rule(s), 1 component(s))\n", "")
+    rules.write_bytes("\ufeff".encode() + RULES.replace('do = "skip"', 'do = "sikp"').encode())
+    code, out, err = run("validate", "--repo", str(repo.path))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"orchestrator: error: {rules}:8: [rule 'docs'.do] unknown action 'sikp'")
+    assert_one_clean_line(err)
+
+
 @pytest.mark.parametrize("argv", [["plan"], ["validate"], ["explain", "a.txt"], ["--dry-run"]])
 def test_missing_rules_file_is_exit_2_naming_it(git_repo: GitRepo, argv: list[str]) -> None:
     git_repo.commit({"a.txt": "a"})
@@ -269,6 +359,63 @@ def test_unknown_base_is_exit_2(repo: GitRepo) -> None:
     code, _, err = run("plan", "--repo", str(repo.path), "--base", "deadbeef" * 5)
     assert code == 2
     assert_one_clean_line(err)
+
+
+def test_zeros_base_is_a_new_branch_not_a_missing_commit(repo: GitRepo) -> None:
+    fork_point = repo.rev()
+    repo.git("checkout", "-q", "-b", "topic")
+    repo.commit({"comp/trainer/train.py": "t"})
+    code, out, err = run("plan", "--repo", str(repo.path), "--base", "0" * 40, "--format", "json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert (data["base"], data["base_reason"]) == (fork_point, "explicit-new-branch-merge-base")
+    assert [c["path"] for c in data["changes"]] == ["comp/trainer/train.py"]
+
+
+def test_ambiguous_short_sha_is_exit_2_saying_so(repo: GitRepo) -> None:
+    prefix, _ = ambiguous_commits(repo)
+    for option in ("--base", "--head"):
+        code, out, err = run("plan", "--repo", str(repo.path), option, prefix)
+        assert (code, out) == (2, "")
+        assert err == (
+            f"orchestrator: error: '{prefix}' is ambiguous in {repo.path}; give a longer sha.\n"
+        )
+
+
+def unknown_head_message(repo: GitRepo) -> str:
+    return (
+        f"orchestrator: error: no-such-ref (--head) is not a commit in the clone at {repo.path}; "
+        "if it is in the remote, fetch the full history (GitHub Actions: actions/checkout with "
+        "fetch-depth: 0), or check the ref.\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plan"],
+        ["plan", "--changed", "src/a.py"],
+        ["explain", "src/a.py"],
+        ["validate"],
+    ],
+)
+def test_unknown_head_is_exit_2_with_the_same_message_everywhere(
+    repo: GitRepo, argv: list[str]
+) -> None:
+    code, out, err = run(*argv, "--repo", str(repo.path), "--head", "no-such-ref")
+    assert (code, out, err) == (2, "", unknown_head_message(repo))
+
+
+@pytest.mark.parametrize("argv", [["explain", "src/a.py"], ["validate"]])
+def test_unknown_head_is_exit_2_without_components_too(repo: GitRepo, argv: list[str]) -> None:
+    """Without components nothing else asks git about the head."""
+    repo.commit(
+        {"rules.toml": 'version = 1\n[[rule]]\nname = "s"\npaths = "src/"\ndo = "upload_source"\n'}
+    )
+    code, out, err = run(*argv, "--repo", str(repo.path), "--head", "no-such-ref")
+    assert (code, out, err) == (2, "", unknown_head_message(repo))
+    code, _, err = run(*argv, "--repo", str(repo.path), "--head", "HEAD~1")
+    assert (code, err) == (0, "")
 
 
 def test_not_a_repository_is_exit_2(tmp_path: Path) -> None:

@@ -59,6 +59,65 @@ def test_read_commits_rejects_revisions_with_newlines(git_repo: GitRepo) -> None
         Git(git_repo.path).read_commits(["HEAD\nHEAD"])
 
 
+def ambiguous_commits(repo: GitRepo, count: int = 1000) -> tuple[str, list[str]]:
+    """Give ``repo`` a branch ``many`` of ``count`` real commits (one ``git fast-import``),
+    enough that two of them share a 4-hex-digit prefix; return that prefix and the commits
+    git names for it.
+    """
+    stream = b"".join(
+        b"commit refs/heads/many\ncommitter T <t@example.com> %d +0000\ndata %d\n%s\n"
+        % (1_700_000_000 + i, len(f"commit {i}\n"), f"commit {i}\n".encode())
+        for i in range(count)
+    )
+    repo.git("fast-import", "--quiet", input=stream)
+    by_prefix: dict[str, list[str]] = {}
+    for sha in repo.git("rev-list", "refs/heads/many").split():
+        by_prefix.setdefault(sha[:4], []).append(sha)
+    prefix = min(p for p, shas in by_prefix.items() if len(shas) > 1)
+    candidates = repo.git("rev-parse", f"--disambiguate={prefix}").split()
+    assert len(candidates) >= 2  # what git itself sees
+    return prefix, candidates
+
+
+def test_read_commits_says_an_ambiguous_short_sha_is_ambiguous(git_repo: GitRepo) -> None:
+    git_repo.commit({"a": "a"})
+    prefix, candidates = ambiguous_commits(git_repo)
+    git = Git(git_repo.path)
+    # git 2.39 answers "<prefix>^{commit} missing" for these, never "ambiguous"
+    for rev in (prefix, f"{prefix}~1", prefix.upper()):
+        with pytest.raises(GitError) as caught:
+            git.read_commits(["HEAD", rev])
+        assert str(caught.value) == f"'{rev}' is ambiguous in {git_repo.path}; give a longer sha."
+    # a longer prefix is not; other missing revisions are still just missing
+    first, *_ = git.read_commits([candidates[0][:12], "nope", "HEAD^{tree}"])
+    assert first is not None and first.sha == candidates[0]
+    assert git.read_commits(["nope", "HEAD^{tree}"]) == (None, None)
+
+
+def test_a_prefix_shared_by_one_commit_and_other_objects_is_that_commit(
+    git_repo: GitRepo,
+) -> None:
+    git_repo.commit({"a": "a"})
+    ambiguous_commits(git_repo)  # 1000 commits, and then 3000 blobs
+    blobs = b"".join(b"blob\ndata %d\n%s\n" % (len(b"%d" % i), b"%d" % i) for i in range(3000))
+    git_repo.git("fast-import", "--quiet", input=blobs)
+    objects = git_repo.git(
+        "cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype)"
+    )
+    kinds: dict[str, list[tuple[str, str]]] = {}
+    for line in objects.splitlines():
+        sha, kind = line.split()
+        kinds.setdefault(sha[:4], []).append((sha, kind))
+    prefix, found = min(
+        (p, objs) for p, objs in kinds.items()
+        if [k for _, k in objs].count("commit") == 1 and len(objs) > 1
+    )  # fmt: skip
+    (commit,) = [sha for sha, kind in found if kind == "commit"]
+    # git resolves prefix^{commit} to the one commit; so does the adapter
+    resolved = Git(git_repo.path).read_commit(prefix)
+    assert resolved is not None and resolved.sha == commit
+
+
 def test_merge_base_and_is_ancestor(git_repo: GitRepo) -> None:
     fork = git_repo.commit({"a": "a"})
     git_repo.git("checkout", "-q", "-b", "topic")
@@ -131,6 +190,26 @@ def test_default_branch(make_git_repo: Any, tmp_path: Path) -> None:
     assert git.default_branch("missing") is None
     assert Git(origin.path).default_branch("main") == "refs/heads/main"  # a local branch
     assert Git(origin.path).default_branch() is None  # no origin/HEAD
+
+
+def test_remote_default_branch_asks_the_remote(make_git_repo: Any, tmp_path: Path) -> None:
+    origin: GitRepo = make_git_repo("origin")
+    origin.commit({"a": "a"})
+    origin.git("checkout", "-q", "-b", "trunk")
+    origin.git("symbolic-ref", "HEAD", "refs/heads/trunk")
+    clone = origin.clone(tmp_path / "clone", depth=1, branch="main")
+    assert clone.git("branch", "-r") == "origin/main"  # the clone has no trunk, no origin/HEAD
+    assert Git(clone.path).remote_default_branch() == "trunk"
+    assert Git(origin.path).remote_default_branch() is None  # no remote 'origin'
+
+
+def test_toplevel_is_the_resolved_work_tree_root(git_repo: GitRepo, tmp_path: Path) -> None:
+    git_repo.commit({"dir/a": "a"})
+    (tmp_path / "link").symlink_to(git_repo.path)
+    assert Git(tmp_path / "link" / "dir").toplevel() == git_repo.path.resolve()
+    bare = tmp_path / "bare.git"
+    git_repo.git("clone", "-q", "--bare", str(git_repo.path), str(bare))
+    assert Git(bare).toplevel() is None
 
 
 # -- shallow clones --------------------------------------------------------------------------

@@ -94,8 +94,10 @@ class Git:
     def read_commits(self, revs: Sequence[str]) -> tuple[Commit | None, ...]:
         """Resolve each revision to a :class:`Commit`, or ``None`` when it is not in the clone.
 
-        One ``git cat-file --batch`` call for all of them. A revision that names
-        something other than a commit (after peeling tags) counts as missing.
+        One ``git cat-file --batch`` call for all of them (a second, only when some are
+        missing, to tell "ambiguous" from "missing"). A revision that names something
+        other than a commit (after peeling tags) counts as missing; a short sha that names
+        more than one object is a :class:`GitError`.
         """
         if not revs:
             return ()
@@ -108,7 +110,7 @@ class Git:
         ).stdout
         results: list[Commit | None] = []
         pos = 0
-        for rev in revs:
+        for _ in revs:
             end = out.index(b"\n", pos)
             header = out[pos:end].decode("utf-8", "surrogateescape")
             pos = end + 1
@@ -118,11 +120,28 @@ class Git:
                 body = out[pos : pos + size]
                 pos += size + 1  # the object, then a newline
                 results.append(Commit(parts[0], _parents(body)))
-            elif header.endswith(" ambiguous"):
-                raise GitError(f"'{rev}' is ambiguous in {self.repo}; give a longer sha.")
-            else:  # "<rev>^{commit} missing"
+            else:  # "<rev>^{commit} missing", also when <rev> is ambiguous
                 results.append(None)
+        missing = [rev for rev, commit in zip(revs, results, strict=True) if commit is None]
+        if missing:
+            self._refuse_ambiguous(missing)
         return tuple(results)
+
+    def _refuse_ambiguous(self, revs: Sequence[str]) -> None:
+        """Raise for the first of ``revs`` that is an ambiguous short sha.
+
+        ``cat-file --batch`` prints ``<rev>^{commit} missing`` for an ambiguous prefix
+        (git 2.39: the ambiguity goes to stderr only, as a translated message); asked for
+        the bare name, it prints the header ``<rev> ambiguous``. Git resolves a prefix
+        shared by one commit and other objects to the commit, so this only sees prefixes
+        git itself cannot resolve.
+        """
+        request = "".join(f"{rev}\n" for rev in revs).encode()
+        out = self._run("cat-file", "--batch-check=%(objectname)", input=request).stdout
+        headers = out.decode("utf-8", "surrogateescape").split("\n")
+        for rev, header in zip(revs, headers, strict=False):
+            if header == f"{rev} ambiguous":
+                raise GitError(f"'{rev}' is ambiguous in {self.repo}; give a longer sha.")
 
     def read_commit(self, rev: str) -> Commit | None:
         return self.read_commits([rev])[0]
@@ -168,6 +187,29 @@ class Git:
         if completed.returncode != 0 or not target:
             return None
         return self.resolve_ref([target])
+
+    def remote_default_branch(self, *, remote: str = "origin") -> str | None:
+        """The branch ``remote``'s HEAD points to (``main``), asked over the network with
+        ``git ls-remote --symref``; ``None`` when there is no such remote, it cannot be
+        reached, or its HEAD is not a branch.
+        """
+        completed = self._run("ls-remote", "--symref", remote, "HEAD", check=False)
+        if completed.returncode != 0:
+            return None
+        for line in completed.stdout.decode("utf-8", "surrogateescape").split("\n"):
+            # "ref: refs/heads/main<TAB>HEAD"
+            target, _, name = line.removeprefix("ref: ").partition("\t")
+            if line.startswith("ref: ") and name == "HEAD" and target.startswith("refs/heads/"):
+                return target.removeprefix("refs/heads/")
+        return None
+
+    def toplevel(self) -> Path | None:
+        """The root of the work tree, symlinks resolved; ``None`` for a bare repository."""
+        completed = self._run("rev-parse", "--show-toplevel", check=False)
+        root = completed.stdout.decode("utf-8", "surrogateescape").rstrip("\n")
+        if completed.returncode != 0 or not root:
+            return None
+        return Path(root).resolve()
 
     # -- shallow clones -----------------------------------------------------------
 
@@ -259,9 +301,13 @@ class Git:
         result: dict[str, str | None] = dict.fromkeys(paths)
         if wanted:
             request = "".join(f"{_tree_rev(head, _normalize_dir(p))}\n" for p in wanted)
-            out = self._run(
-                "cat-file", "--batch-check=%(objectname) %(objecttype)", input=request.encode()
-            ).stdout.decode().split("\n")
+            out = (
+                self._run(
+                    "cat-file", "--batch-check=%(objectname) %(objecttype)", input=request.encode()
+                )
+                .stdout.decode()
+                .split("\n")
+            )
             for path, line in zip(wanted, out, strict=False):
                 name, _, kind = line.partition(" ")
                 result[path] = name if kind in ("tree", "blob") else None

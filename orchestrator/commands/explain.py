@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from orchestrator import render
+from orchestrator.changes import require_head
 from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
 from orchestrator.errors import EXIT_OK
@@ -18,11 +19,14 @@ def run(target: Target, paths: Sequence[str], io: CommandIO) -> int:
     rules = load_rules(target.rules_path)
     matcher = Matcher(rules.rules)
     contexts = [c.context for c in rules.components]
-    existing = (
-        open_repo(target.repo).existing_dirs(target.head, contexts, target.working_tree)
-        if contexts
-        else frozenset()
-    )
+    existing: frozenset[str] = frozenset()
+    # Git is asked only when the answer depends on it: the components' contexts, or a --head
+    # that must name a commit (not "nothing" for a ref that does not exist).
+    if contexts or target.head != "HEAD":
+        git = open_repo(target.repo)
+        head = require_head(git, target.head).sha
+        if contexts:
+            existing = git.existing_dirs(head, contexts, target.working_tree)
     explained: list[tuple[str, Sequence[RuleExplanation], Sequence[str], str]] = []
     for path in paths:
         one = ChangeSet(None, target.head, "explain", (ChangedPath("M", path),))

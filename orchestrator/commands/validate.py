@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orchestrator.changes import require_head
 from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
 from orchestrator.errors import EXIT_BAD_INPUT, EXIT_OK
@@ -12,9 +13,12 @@ def run(target: Target, io: CommandIO) -> int:
     rules = load_rules(target.rules_path)
     problems = []
     contexts = [c.context for c in rules.components]
-    if contexts:
+    # Git is asked only when the answer depends on it: the components' contexts, or a --head
+    # that must name a commit (its own error, the one plan gives, not a missing context).
+    if contexts or target.head != "HEAD":
         git = open_repo(target.repo)
-        existing = git.existing_dirs(target.head, contexts, target.working_tree)
+        head = require_head(git, target.head).sha
+        existing = git.existing_dirs(head, contexts, target.working_tree) if contexts else ()
         for component in rules.components:
             if component.context not in existing:
                 problems.append(
