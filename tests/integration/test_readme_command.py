@@ -8,8 +8,9 @@ must complete on the embedded local default and print the model's accuracy.
 
 Everything the run writes stays under ``tmp_path``: the editable install goes into the
 temporary virtualenv, pip's cache and every other cache into a temporary XDG cache directory,
-and temporary files (the inner test run's pytest directories among them) into a temporary
-TMPDIR. pip reaches the package index and nothing else (no self version check).
+sockets into a temporary XDG runtime directory, and temporary files (the inner test run's
+pytest directories among them) into a temporary TMPDIR. pip reaches the package index and
+nothing else (no self version check).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def newcomer_env(venv: Path, scratch: Path) -> dict[str, str]:
         for name, value in os.environ.items()
         if name not in FOREIGN_VARS and not name.startswith(FOREIGN_PREFIXES)
     }
-    for folder in ("cache", "tmp"):
-        (scratch / folder).mkdir(parents=True)
+    for folder in ("cache", "tmp", "run"):
+        (scratch / folder).mkdir(parents=True, mode=0o700)
     env.update(
         PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
         VIRTUAL_ENV=str(venv),
@@ -69,6 +70,9 @@ def newcomer_env(venv: Path, scratch: Path) -> dict[str, str]:
         PIP_DISABLE_PIP_VERSION_CHECK="1",
         PIP_NO_INPUT="1",
         TMPDIR=str(scratch / "tmp"),
+        # gunicorn (under functions-framework, in the workload tests) puts its control socket
+        # here, else in ~/.gunicorn/
+        XDG_RUNTIME_DIR=str(scratch / "run"),
     )
     return env
 
