@@ -9,8 +9,9 @@ Every artifact is named by a hash of what it is built from, never by the commit,
 =================  ===========================================================================
 artifact           name
 =================  ===========================================================================
-component image    ``<registry>/<component>:c-<hash(context tree id, dockerfile, build args)>``
-training source    ``gs://<bucket>/source/<hash(source tree id)>/<dir>.tar.gz``
+component image    ``<registry>/<component>:c-<hash(the files Docker sends from the context,
+                   dockerfile, build args)>``
+training source    ``gs://<bucket>/source/<hash(source files)>/<dir>.tar.gz``
 pipeline spec      ``gs://<bucket>/pipelines/<hash(pipeline files but params, compile argv,
                    image names)>/pipeline.yaml``
 =================  ===========================================================================
@@ -88,21 +89,23 @@ def name_artifacts(
     *,
     commit: str,
     ref: str,
-    object_ids: Mapping[str, str | None],
+    image_inputs: Mapping[str, str | None],
+    source_input: str | None,
     pipeline_inputs: str,
     parameters: Mapping[str, ParamValue],
 ) -> Artifacts:
     """Name every artifact for ``commit``.
 
-    ``object_ids`` maps each component context and the training source directory to its
-    content id (a git tree id); ``pipeline_inputs`` identifies the pipeline's files except
-    its params file.
+    ``image_inputs`` maps each component to the content id of what Docker sends from its
+    context (:func:`orchestrator.contexts.image_input`), ``source_input`` identifies the
+    training source directory and ``pipeline_inputs`` the pipeline's files except its params
+    file.
     """
     bucket = _required(rules, "bucket", rules.project.bucket)
     images = []
     for component in rules.components:
         registry = _required(rules, "registry", rules.project.registry)
-        content = object_ids.get(component.context) or "missing"
+        content = image_inputs.get(component.name) or "missing"
         tag = short_hash(
             content,
             component.dockerfile,
@@ -110,7 +113,7 @@ def name_artifacts(
         )
         images.append((component.name, f"{registry.rstrip('/')}/{component.name}:c-{tag}"))
     source_dir = rules.training_source.dir
-    source_hash = short_hash(object_ids.get(source_dir) or "missing")
+    source_hash = short_hash(source_input or "missing")
     source_name = source_dir.rstrip("/").rsplit("/", 1)[-1] or "source"
     spec_hash = short_hash(
         pipeline_inputs,

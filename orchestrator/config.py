@@ -257,8 +257,8 @@ class _Validator:
             )
             # "." (or "" or "/") is the repository root: `docker build .` from the checkout
             given = cast(str, context)
-            absolute = given.startswith(("/", "\\")) and given.strip("/\\") != ""
             context = _normalise_dir(given)
+            absolute = given.startswith(("/", "\\")) and context != ""
             if absolute or ".." in context.split("/"):
                 raise self.fail(
                     "must be a directory inside the repository, relative to its root "

@@ -35,6 +35,14 @@ class ChangedPath(NamedTuple):
         return (self.path,)
 
 
+class TreeEntry(NamedTuple):
+    """A file as git stores it in a tree (or would, for a working-tree file)."""
+
+    mode: str  # 100644, 100755, 120000 (symbolic link) or 160000 (submodule)
+    oid: str
+    path: str  # from the repository's root
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeSet:
     """The changed paths between ``base`` and ``head`` and why that base was chosen.
@@ -226,8 +234,12 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
+    """A changed path that causes nothing: it matched only skip rules, or (``note`` says
+    why) a build_image rule whose image it cannot change."""
+
     path: str
     rule: str
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
+from orchestrator.contexts import BuildContext, holds
 from orchestrator.errors import InputError
 from orchestrator.matching import Matcher
 from orchestrator.model import (
@@ -30,6 +31,8 @@ from orchestrator.model import (
 )
 
 UNMATCHED_RULE = "[unmatched]"
+#: The "rule" of the reason a test step gets from [test] itself (it runs before any build).
+TEST_RULE = "[test]"
 
 
 class UnmatchedPathsError(InputError):
@@ -100,18 +103,21 @@ def plan_changes(
     existing_dirs: Collection[str],
     *,
     matcher: Matcher | None = None,
+    contexts: Mapping[str, BuildContext] | None = None,
 ) -> Plan:
     """Plan the actions for ``changes``.
 
     ``existing_dirs`` holds the component contexts that exist at head (the only part of the
     head tree planning needs); a component whose context is missing is not built.
+    ``contexts`` (by component), when given, also says what each context's ignore file
+    keeps from the builder: such a path does not rebuild the image.
     """
     matcher = matcher or Matcher(rules.rules)
     drafts: dict[str, dict[Reason, None]] = {}  # action id -> its reasons, in order
     warnings: dict[str, None] = {}
     skipped: list[Skipped] = []
     unmatched: list[str] = []
-    components = _ComponentIndex(rules, existing_dirs, warnings)
+    components = _ComponentIndex(rules, existing_dirs, warnings, contexts)
     everything: dict[Reason, None] = {}  # reasons of "all", added to all its actions at the end
     expand = _Expander(rules, matcher, components, drafts, everything).expand
     matched_ids = matcher.matched_ids
@@ -127,21 +133,28 @@ def plan_changes(
             else:
                 unmatched.append(path)
             continue
+        acted = False
+        idle: Skipped | None = None  # why a build_image rule that hit the path builds nothing
         for rule, pattern, sinks, by_context in steps:
             reason = new_reason(Reason, (path, rule, pattern, None, None))
             for sink in sinks:
                 sink[reason] = None
+                acted = True
             if by_context:
-                targets = components.containing(path)
-                if not targets:
+                targets, why_not = components.targets(path)
+                for target in targets:
+                    drafts.setdefault(f"build_image:{target}", {})[reason] = None
+                    acted = True
+                if not targets and idle is None:
+                    idle = Skipped(path=path, rule=rule, note=why_not)
+                if why_not == NO_CONTEXT:
                     warnings.setdefault(
                         f"{path}: rule '{rule}' says build_image but the path lies in "
                         "no component's context; no image is built for it",
                         None,
                     )
-                for target in targets:
-                    if components.buildable_name(target):
-                        drafts.setdefault(f"build_image:{target}", {})[reason] = None
+        if not acted and idle is not None:
+            skipped.append(idle)
 
     if unmatched and rules.unmatched == "error":
         shown = ", ".join(repr(p) for p in unmatched[:10])
@@ -180,25 +193,56 @@ def _all_singletons(rules: Rules) -> list[str]:
     return [*wanted, "publish"]
 
 
-class _ComponentIndex:
-    """Which components a path belongs to, and which can be built at head."""
+NO_CONTEXT = "lies in no component's build context"
 
-    def __init__(self, rules: Rules, existing: Collection[str], warnings: dict[str, None]) -> None:
+
+class _ComponentIndex:
+    """Which components' images a path can change, and which can be built at head."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        existing: Collection[str],
+        warnings: dict[str, None],
+        contexts: Mapping[str, BuildContext] | None = None,
+    ) -> None:
+        if contexts is not None:
+            existing = {c.component.context for c in contexts.values() if c.exists}
         self._contexts = sorted(((c.context, c.name) for c in rules.components), reverse=True)
         self._existing = {c.name for c in rules.components if c.context in existing}
         self._missing = {c.name: c.context for c in rules.components if c.context not in existing}
         self._names = [c.name for c in rules.components]
+        self._filters = {name: c for name, c in (contexts or {}).items() if c.ignore is not None}
         self._warnings = warnings
 
-    def containing(self, path: str) -> list[str]:
-        return [name for ctx, name in self._contexts if path == ctx or path.startswith(ctx + "/")]
+    def targets(self, path: str) -> tuple[list[str], str | None]:
+        """The buildable components whose image ``path`` can change (deepest context first),
+        and, when there are none, why not."""
+        holding = [name for ctx, name in self._contexts if holds(ctx, path)]
+        if not holding:
+            return [], NO_CONTEXT
+        targets: list[str] = []
+        excluded: list[str] = []
+        for name in holding:
+            if not self.buildable_name(name):
+                continue
+            context = self._filters.get(name)
+            if context is not None and not context.sends(path):
+                excluded.append(context.ignore_file or "")
+            else:
+                targets.append(name)
+        if targets:
+            return targets, None
+        if excluded:
+            return [], f"not sent to the image builder: excluded by {', '.join(excluded)}"
+        return [], "its component's build context does not exist at head"
 
     def buildable_name(self, name: str) -> bool:
         if name in self._existing:
             return True
         self._warnings.setdefault(
-            f"component '{name}': its context '{self._missing[name]}' does not exist at head; "
-            "its image is not built",
+            f"component '{name}': its context '{self._missing[name] or '.'}' does not exist at "
+            "head; its image is not built",
             None,
         )
         return False
@@ -220,7 +264,10 @@ def _with_implications(drafts: dict[str, dict[Reason, None]], rules: Rules) -> t
     if runs:
         implied("publish", runs)
     if drafts and "test" not in drafts and rules.test is not None:
-        implied("test", sorted(drafts))
+        others = ", ".join(sorted(drafts, key=_canonical_rank))
+        drafts["test"] = {
+            Reason(rule=TEST_RULE, note=f"[test] runs before any build: {others}"): None
+        }
 
     needs: dict[str, list[str]] = {i: [] for i in drafts}
     if "compile_pipeline" in drafts:
@@ -298,7 +345,7 @@ def add_missing_artifacts(plan: Plan, rules: Rules, missing: Mapping[str, str]) 
         return plan
     drafts: dict[str, dict[Reason, None]] = {}
     for action in plan.actions:
-        direct = {r: None for r in action.reasons if r.implied_by is None}
+        direct = {r: None for r in action.reasons if r.implied_by is None and r.rule != TEST_RULE}
         if direct:  # purely implied actions are derived again below
             drafts[action.id] = direct
     for action_id, uri in missing.items():

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from orchestrator.matching import RuleExplanation
-from orchestrator.model import ACTION_KINDS, Action, Plan, Reason
+from orchestrator.model import ACTION_KINDS, Action, Plan, Reason, Skipped
 
 PLAN_SCHEMA = 1
 SHOWN_REASONS = 5
@@ -49,10 +49,22 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             }
             for a in plan.actions
         ],
-        "skipped": [{"path": s.path, "rule": s.rule} for s in plan.skipped],
+        "skipped": [_skipped_to_json(s) for s in plan.skipped],
         "unmatched": list(plan.unmatched),
         "warnings": list(plan.warnings),
     }
+
+
+def _skipped_to_json(skipped: Skipped) -> dict[str, Any]:
+    data: dict[str, Any] = {"path": skipped.path, "rule": skipped.rule}
+    if skipped.note is not None:
+        data["note"] = skipped.note
+    return data
+
+
+def describe_skipped(skipped: Skipped) -> str:
+    note = f": {skipped.note}" if skipped.note else ""
+    return f"{skipped.path} (rule {skipped.rule}{note})"
 
 
 def render_json(plan: Plan) -> str:
@@ -83,7 +95,7 @@ def summarize_reasons(action: Action, limit: int = SHOWN_REASONS) -> list[str]:
 GIVEN_PATHS = "given-paths"
 
 
-def _range(plan: Plan) -> str:
+def describe_range(plan: Plan) -> str:
     """What the plan is for: a commit range, or the paths given with ``--changed`` at head."""
     if plan.base_reason == GIVEN_PATHS:  # no base: "(empty tree)..head" would mislead
         return f"the paths given with --changed, at {plan.head[:12]}: {len(plan.changes)} path(s)"
@@ -92,7 +104,7 @@ def _range(plan: Plan) -> str:
 
 
 def render_text(plan: Plan) -> str:
-    lines = [f"Plan for {_range(plan)}"]
+    lines = [f"Plan for {describe_range(plan)}"]
     if not plan.actions:
         lines.append("Nothing to do.")
     for index, action in enumerate(plan.actions, start=1):
@@ -100,8 +112,8 @@ def render_text(plan: Plan) -> str:
         lines.append(f"{index}. {action.id}{needs}")
         lines.extend(f"     - {text}" for text in summarize_reasons(action))
     if plan.skipped:
-        lines.append(f"Skipped: {len(plan.skipped)} path(s) matched only skip rules")
-        lines.extend(f"     - {s.path} (rule {s.rule})" for s in plan.skipped[:SHOWN_REASONS])
+        lines.append(f"Skipped: {len(plan.skipped)} path(s) that change nothing")
+        lines.extend(f"     - {describe_skipped(s)}" for s in plan.skipped[:SHOWN_REASONS])
         if len(plan.skipped) > SHOWN_REASONS:
             lines.append(f"     ... and {len(plan.skipped) - SHOWN_REASONS} more")
     if plan.unmatched:
@@ -116,7 +128,7 @@ def print_table(plan: Plan, console: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(f"Plan for {_range(plan)}"), title_justify="left")
+    table = Table(title=escape(f"Plan for {describe_range(plan)}"), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("action", style="bold")
     table.add_column("needs")
@@ -132,11 +144,11 @@ def print_table(plan: Plan, console: Any) -> None:
     if plan.actions:
         console.print(table)
     else:
-        console.print(f"{escape(f'Plan for {_range(plan)}')}\n[green]Nothing to do.[/green]")
-    if plan.skipped:
         console.print(
-            f"[dim]Skipped {len(plan.skipped)} path(s) that matched only skip rules.[/dim]"
+            f"{escape(f'Plan for {describe_range(plan)}')}\n[green]Nothing to do.[/green]"
         )
+    if plan.skipped:
+        console.print(f"[dim]Skipped {len(plan.skipped)} path(s) that change nothing.[/dim]")
     if plan.unmatched:
         console.print(f"[yellow]{len(plan.unmatched)} path(s) matched no rule.[/yellow]")
     for warning in plan.warnings:
@@ -177,7 +189,7 @@ def render_mermaid(plan: Plan) -> str:
 
 
 def render_markdown(plan: Plan) -> str:
-    out = ["### Build plan", "", _code(_range(plan)), ""]
+    out = ["### Build plan", "", _code(describe_range(plan)), ""]
     if not plan.actions:
         out.append("**Nothing to do**: no changed path needs a build or a run.")
     else:
@@ -188,7 +200,10 @@ def render_markdown(plan: Plan) -> str:
         out += ["", "```mermaid", render_mermaid(plan), "```"]
     if plan.skipped:
         out += ["", f"<details><summary>{len(plan.skipped)} skipped path(s)</summary>", ""]
-        out += [f"- {_code(s.path)} (rule {_md(s.rule)})" for s in plan.skipped[:50]]
+        out += [
+            f"- {_code(s.path)} (rule {_md(s.rule)}{': ' + _md(s.note) if s.note else ''})"
+            for s in plan.skipped[:50]
+        ]
         out += ["", "</details>"]
     if plan.unmatched:
         out += ["", f"<details><summary>{len(plan.unmatched)} unmatched path(s)</summary>", ""]
@@ -242,6 +257,7 @@ def render_explanations(
             for v in rule.verdicts:
                 if v.matched:
                     mark = "negation, matches" if v.negation else "matches"
-                    lines.append(f"    {v.pattern!r}: {mark}")
+                    through = f" the directory {v.through!r}" if v.through else ""
+                    lines.append(f"    {v.pattern!r}: {mark}{through}")
         lines.append(f"  => {outcome}" + (f": {', '.join(actions)}" if actions else ""))
     return "\n".join(lines) + "\n"

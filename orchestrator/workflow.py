@@ -6,19 +6,25 @@ same way. Imports nothing heavy: no kfp, google-cloud or docker on this path.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.adapters.git import Git
-from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters, short_hash
+from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters
 from orchestrator.changes import require_head, resolve_changes
 from orchestrator.config import load_rules
+from orchestrator.contexts import (
+    BuildContext,
+    build_contexts,
+    content_id,
+    ignore_candidates,
+    image_input,
+)
 from orchestrator.errors import InputError
 from orchestrator.matching import Matcher
-from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules
+from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules, TreeEntry
 from orchestrator.planning import plan_changes
 
 
@@ -80,9 +86,33 @@ def make_plan(target: Target, env: Mapping[str, str]) -> tuple[Rules, Plan]:
         rules = with_overrides(load_rules(target.rules_path), env)
         matcher = Matcher(rules.rules)
         changes = pending.result()
-    contexts = [c.context for c in rules.components]
-    existing = git.existing_dirs(changes.head, contexts, target.working_tree) if contexts else ()
-    return rules, plan_changes(changes, rules, existing, matcher=matcher)
+    contexts = load_contexts(git, rules, changes.head, working_tree=target.working_tree)
+    existing = [c.component.context for c in contexts.values() if c.exists]
+    return rules, plan_changes(changes, rules, existing, matcher=matcher, contexts=contexts)
+
+
+def load_contexts(
+    git: Git, rules: Rules, head: str, *, working_tree: bool = False
+) -> dict[str, BuildContext]:
+    """Each component's build context at ``head`` (or in the working tree): whether it exists,
+    and the ignore file Docker would apply to it. Two git calls, whatever the number of
+    components; none without components."""
+    if not rules.components:
+        return {}
+    existing = git.existing_dirs(head, [c.context for c in rules.components], working_tree)
+    candidates = [p for c in rules.components for p in ignore_candidates(c)]
+    if working_tree:
+        contents = {p: _read_disk(git.repo / p) for p in candidates}
+    else:
+        contents = git.read_files(head, candidates)
+    return build_contexts(rules, existing, contents)
+
+
+def _read_disk(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes() if path.is_file() else None
+    except OSError:
+        return None
 
 
 def given_changes(git: Git, head: str, paths: Sequence[str]) -> ChangeSet:
@@ -146,22 +176,39 @@ def detect_ref(env: Mapping[str, str], git: Git) -> str:
 
 
 def name_build(target: Target, rules: Rules, plan: Plan, env: Mapping[str, str]) -> Artifacts:
-    """Content-addressed names of every artifact at the plan's head (see ``artifacts``)."""
+    """Content-addressed names of every artifact at the plan's head (see ``artifacts``).
+
+    Each name hashes the git object ids of the files it is made from, read from the commit,
+    or with ``--working-tree`` from the files on disk hashed the way git would store them,
+    so an unchanged checkout names everything exactly as its commit does.
+    """
     git = open_repo(target.repo)
-    dirs = [*(c.context for c in rules.components), rules.training_source.dir]
+    working_tree = target.working_tree
+    contexts = load_contexts(git, rules, plan.head, working_tree=working_tree)
+    listings: dict[str, list[TreeEntry]] = {}
+
+    def entries(directory: str) -> list[TreeEntry]:
+        if directory not in listings:
+            listings[directory] = (
+                git.working_tree_entries(directory)
+                if working_tree
+                else git.tree_entries(plan.head, directory)
+            )
+        return listings[directory]
+
+    image_inputs = {
+        name: image_input(context, entries(context.component.context))
+        for name, context in contexts.items()
+    }
+    source_dir = _as_dir(rules.training_source.dir)
+    source_files = entries(source_dir)
+    source_input = content_id(source_files, source_dir) if source_files else None
     params_path = rules.pipeline.params
-    if target.working_tree:
-        object_ids: dict[str, str | None] = {d: _disk_id(target.repo / d) for d in dirs}
-        pipeline_inputs = (
-            _disk_id(target.repo / rules.pipeline.dir, exclude=params_path) or "missing"
-        )
-        params_file = target.repo / params_path
-        params_text = params_file.read_bytes() if params_file.is_file() else None
+    pipeline_dir = _as_dir(rules.pipeline.dir)
+    pipeline_inputs = content_id(entries(pipeline_dir), pipeline_dir, lambda p: p != params_path)
+    if working_tree:
+        params_text = _read_disk(target.repo / params_path)
     else:
-        object_ids = git.object_ids(plan.head, dirs)
-        listing = git.list_tree(plan.head, rules.pipeline.dir).split(b"\0")
-        kept = [e for e in listing if e and e.split(b"\t", 1)[-1] != params_path.encode()]
-        pipeline_inputs = short_hash(*(e.decode("utf-8", "surrogateescape") for e in kept))
         params_text = git.read_file(plan.head, params_path)
     parameters = (
         parse_parameters(params_text.decode("utf-8", "replace"), source=params_path)
@@ -172,21 +219,13 @@ def name_build(target: Target, rules: Rules, plan: Plan, env: Mapping[str, str])
         rules,
         commit=plan.head,
         ref=detect_ref(env, git),
-        object_ids=object_ids,
+        image_inputs=image_inputs,
+        source_input=source_input,
         pipeline_inputs=pipeline_inputs,
         parameters=parameters,
     )
 
 
-def _disk_id(path: Path, *, exclude: str | None = None) -> str | None:
-    """A content id for a directory in the working tree (what --working-tree builds)."""
-    if not path.exists():
-        return None
-    parts = []
-    root = path.parent
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        relative = file.relative_to(root).as_posix()
-        if relative == exclude or "__pycache__" in file.parts:
-            continue
-        parts += [relative, hashlib.sha256(file.read_bytes()).hexdigest()]
-    return "wt-" + short_hash(*parts)
+def _as_dir(path: str) -> str:
+    """A directory from rules.toml as a repository path (``""`` for the root)."""
+    return "/".join(part for part in path.split("/") if part not in ("", "."))

@@ -258,11 +258,11 @@ def test_explain_shows_matches_negations_and_actions(repo: GitRepo) -> None:
     assert out == (
         "src/a.py\n"
         "  rule source: included by 'src/'\n"
-        "    'src/': matches\n"
+        "    'src/': matches the directory 'src/'\n"
         "  => would plan: upload_source, publish\n"
         "src/notes.txt\n"
         "  rule source: excluded by '!src/**/*.txt'\n"
-        "    'src/': matches\n"
+        "    'src/': matches the directory 'src/'\n"
         "    '!src/**/*.txt': negation, matches\n"
         '  => matches no rule; [unmatched] do = "all": would plan: '
         "build_image:trainer, upload_source, compile_pipeline, publish\n"

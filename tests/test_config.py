@@ -14,6 +14,10 @@ from orchestrator.model import Component, Directive, ProjectSettings, Rule
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 V1 = "version = 1\n"
+CONTEXT_OUTSIDE = (
+    "rules.toml:3: [components.a.context] must be a directory inside the repository, "
+    "relative to its root ('.' for the root itself)"
+)
 RULE = '[[rule]]\nname = "r"\npaths = ["a/"]\ndo = "upload_source"\n'
 
 
@@ -118,20 +122,30 @@ BROKEN: list[tuple[str, str, str]] = [
      "rules.toml:2: [components.Trainer] a component name must be lowercase letters, digits, "
      "'.', '_' or '-' (it becomes an image name)"),
     ("context-outside-repo", V1 + '[components.a]\ncontext = "../x"\n',
-     "rules.toml:3: [components.a.context] must be a directory inside the repository"),
+     CONTEXT_OUTSIDE),
     ("context-escapes-through-subdir", V1 + '[components.a]\ncontext = "a/../../x"\n',
-     "rules.toml:3: [components.a.context] must be a directory inside the repository"),
+     CONTEXT_OUTSIDE),
     ("context-absolute", V1 + '[components.a]\ncontext = "/etc"\n',
-     "rules.toml:3: [components.a.context] must be a directory inside the repository"),
-    ("context-is-repo-root", V1 + '[components.a]\ncontext = "."\n',
-     "rules.toml:3: [components.a.context] must be a directory inside the repository"),
+     CONTEXT_OUTSIDE),
     ("invalid-pattern-bang", V1 + rule('"retrain"', paths='["!"]'),
-     "rules.toml:4: [rule 'r'.paths] invalid pattern '!': Invalid git pattern: '!'"),
+     "rules.toml:4: [rule 'r'.paths] pattern '!' matches nothing (it is empty, or only '/' or "
+     "'!'); to match everything write '*'"),
     ("pattern-matches-nothing", V1 + rule('"retrain"', paths='["a", "# comment"]'),
-     "rules.toml:4: [rule 'r'.paths] pattern '# comment' matches nothing "
-     "(a comment, or only '/' or '!'); escape a leading '#' as '\\#'"),
+     "rules.toml:4: [rule 'r'.paths] pattern '# comment' is a comment in gitignore syntax and "
+     "matches nothing; escape a leading '#' as '\\#'"),
     ("empty-pattern", V1 + rule('"retrain"', paths='["  "]'),
-     "rules.toml:4: [rule 'r'.paths] an empty pattern matches nothing"),
+     "rules.toml:4: [rule 'r'.paths] pattern '  ' matches nothing (it is empty, or only '/' or "
+     "'!'); to match everything write '*'"),
+    ("reversed-range", V1 + rule('"retrain"', paths='["a", "[z-a]"]'),
+     "rules.toml:4: [rule 'r'.paths] pattern '[z-a]' has the range 'z-a', which is reversed "
+     "and matches nothing; write 'a-z'"),
+    ("slash-alone", V1 + rule('"retrain"', paths='"/"'),
+     "rules.toml:4: [rule 'r'.paths] pattern '/' matches nothing (it is empty, or only '/' or "
+     "'!'); to match everything write '*'"),
+    ("unclosed-bracket-on-its-own-line",
+     V1 + '[[rule]]\nname = "r"\npaths = [\n  "a/",\n  "b[c",\n]\ndo = "retrain"\n',
+     "rules.toml:6: [rule 'r'.paths] pattern 'b[c' has a '[' that is never closed, so it "
+     "matches nothing; write '\\[' for a literal bracket"),
     ("error-in-second-rule",
      V1 + RULE + "\n" + '[[rule]]\nname = "s"\npaths = ["b"]\ndo = "nope"\n',
      "rules.toml:10: [rule 's'.do] unknown action 'nope'; use one of: skip, all, test, "
@@ -327,3 +341,9 @@ def test_full_component_and_test_table() -> None:
 @pytest.mark.parametrize("policy", ["all", "skip", "error"])
 def test_each_unmatched_policy_loads(policy: str) -> None:
     assert parse_rules(V1 + f'[unmatched]\ndo = "{policy}"\n').unmatched == policy
+
+
+@pytest.mark.parametrize("root", [".", "", "/", "./", "/./"])
+def test_the_repository_root_is_a_build_context(root: str) -> None:
+    rules = parse_rules(V1 + f'[components.app]\ncontext = "{root}"\n')
+    assert rules.components[0].context == ""

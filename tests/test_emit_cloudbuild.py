@@ -93,7 +93,8 @@ def _artifacts(rules: Rules) -> Artifacts:
         rules,
         commit=HEAD,
         ref="refs/heads/feature/$x",
-        object_ids={c: "tree-" + c for c in CONTEXTS} | {"training_src": "tree-src"},
+        image_inputs={c.name: "files-" + c.context for c in rules.components},
+        source_input="files-src",
         pipeline_inputs="p",
         parameters={"learning_rate": 0.1},
     )
@@ -270,3 +271,18 @@ def test_yaml_text_keeps_every_string_a_string(value: str) -> None:
 def test_yaml_text_empty_collections_and_scalars() -> None:
     data = {"a": [], "b": {}, "c": [[], {}], "d": 3, "e": True, "f": None, "g": 1.5}
     assert yaml.safe_load(yaml_text.dump(data)) == data
+
+
+def test_a_root_context_builds_the_whole_checkout() -> None:
+    rules = _rules(RULES + '\n[components.app]\ncontext = "."\ndockerfile = "docker/Dockerfile"\n')
+    changes = ChangeSet(base=BASE, head=HEAD, base_reason="explicit",
+                        changes=(ChangedPath("M", "components/trainer/main.py"),))  # fmt: skip
+    plan = plan_changes(changes, rules, ("", *CONTEXTS))
+    # the root context holds every path: a nested context builds both images
+    assert {"build_image:app", "build_image:trainer"} <= {a.id for a in plan.actions}
+    build = emit_build(plan, rules, _artifacts(rules))
+    assert build is not None
+    step = next(s for s in build["steps"] if s["id"] == "build_image:app")
+    script = step["args"][-1]
+    assert "-f docker/Dockerfile" in script
+    assert script.split(" && ")[0].endswith(" .")  # docker build ... . from /workspace

@@ -277,3 +277,44 @@ def test_existing_dirs_in_the_working_tree(git_repo: GitRepo) -> None:
                                                       "nowhere"], working_tree=True)  # fmt: skip
     assert found == frozenset({"components/trainer", "untracked/dir"})
     assert Git(git_repo.path).existing_dirs("HEAD", []) == frozenset()
+
+
+def test_read_files_reads_many_files_in_one_call(git_repo: GitRepo) -> None:
+    head = git_repo.commit({"a/.dockerignore": "*.md\n", "b/file": "x", "c d/.dockerignore": ""})
+    found = Git(git_repo.path).read_files(
+        head, ["a/.dockerignore", "b", "missing", "c d/.dockerignore"]
+    )
+    assert found == {
+        "a/.dockerignore": b"*.md\n",
+        "b": None,  # a directory is not a file
+        "missing": None,
+        "c d/.dockerignore": b"",
+    }
+
+
+def test_working_tree_entries_equal_the_commits_for_an_unchanged_checkout(
+    git_repo: GitRepo,
+) -> None:
+    head = git_repo.commit(
+        {
+            "app/main.py": "print(1)\n",
+            "app/run.sh": "#!/bin/sh\n",
+            "app/link": GitRepo.Symlink("main.py"),
+            "app/é x.txt": b"\xff\x00binary",
+            "other/file": "o",
+            ".gitignore": "*.log\n",
+        }
+    )
+    (git_repo.path / "app" / "run.sh").chmod(0o755)
+    git_repo.git("add", "--all")
+    head = git_repo.commit()
+    git = Git(git_repo.path)
+    for directory in ("app", ""):
+        assert git.working_tree_entries(directory) == git.tree_entries(head, directory)
+    # ignored files do not count; untracked ones and edits do, with git's own object ids
+    git_repo.write("app/debug.log", "noise")
+    assert git.working_tree_entries("app") == git.tree_entries(head, "app")
+    git_repo.write("app/new.py", "x = 1\n")
+    git_repo.write("app/main.py", "print(2)\n")
+    after = git_repo.commit()
+    assert git.working_tree_entries("app") == git.tree_entries(after, "app")

@@ -245,13 +245,12 @@ def test_a_test_rule_without_other_actions_gets_its_reason_and_no_implied_reason
     assert plan.actions[0].reasons == (Reason("tests/t.py", "tests", "tests/"),)
 
 
-def test_implied_test_names_every_action_that_implied_it() -> None:
+def test_implied_test_says_it_runs_before_any_build() -> None:
     plan = plan_of("src/a.py", rules=make_rules(test=True))
     test = plan.action("test")
     assert test is not None
     assert test.reasons == (
-        Reason(implied_by="publish"),
-        Reason(implied_by="upload_source"),
+        Reason(rule="[test]", note="[test] runs before any build: upload_source, publish"),
     )
 
 

@@ -134,7 +134,7 @@ def test_text() -> None:
         "     - implied by upload_source\n"
         "     - implied by compile_pipeline\n"
         "     - Makefile (matches no rule)\n"
-        "Skipped: 1 path(s) matched only skip rules\n"
+        "Skipped: 1 path(s) that change nothing\n"
         "     - README.md (rule docs)\n"
         "Unmatched: 1 path(s) matched no rule\n"
         "     - Makefile\n"

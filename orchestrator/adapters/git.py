@@ -13,7 +13,9 @@ return ``None`` or ``False`` instead of raising.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from subprocess import CompletedProcess
 
 from orchestrator.adapters.process import CommandFailed, last_line, run
 from orchestrator.errors import GitError
+from orchestrator.model import TreeEntry
 
 #: Variables that would point git at another repository, index or object store than
 #: the one this adapter was asked about (they are set inside git hooks, for example).
@@ -313,14 +316,86 @@ class Git:
                 result[path] = name if kind in ("tree", "blob") else None
         return result
 
-    def list_tree(self, head: str, directory: str) -> bytes:
-        """``git ls-tree -r -z`` of ``directory`` at ``head`` (raw; entries end in NUL)."""
-        return self._run("ls-tree", "-r", "-z", "--full-tree", head, "--", directory).stdout
+    def tree_entries(self, head: str, directory: str) -> list[TreeEntry]:
+        """Every file below ``directory`` (``""``: the whole tree) at ``head``, as git stores
+        it: mode, object id and repository path."""
+        pathspec = ["--", directory] if directory else []
+        out = self._run("ls-tree", "-r", "-z", "--full-tree", head, *pathspec).stdout
+        entries = []
+        for record in out.split(b"\0"):
+            if record:
+                meta, _, path = record.partition(b"\t")
+                mode, _kind, oid = meta.split(b" ")
+                entries.append(TreeEntry(mode.decode(), oid.decode(), _decode(path)))
+        return entries
+
+    def working_tree_entries(self, directory: str) -> list[TreeEntry]:
+        """:meth:`tree_entries` for the working tree: the tracked and the untracked (not
+        ignored) files below ``directory`` as they are on disk, each with the object id
+        ``git add`` would give it, so an unchanged checkout gives exactly the entries of
+        its commit. Symbolic links are read as links, never followed."""
+        pathspec = ["--", directory] if directory else []
+        staged = self._run("ls-files", "-z", "-s", "--full-name", *pathspec).stdout
+        gitlinks = {}
+        for record in staged.split(b"\0"):
+            if record.startswith(b"160000 "):  # a submodule: its commit, from the index
+                meta, _, raw_path = record.partition(b"\t")
+                gitlinks[_decode(raw_path)] = meta.split(b" ")[1].decode()
+        listed = self._run(
+            "ls-files", "-z", "-c", "-o", "--exclude-standard", "--full-name", *pathspec
+        ).stdout
+        algorithm = self.object_format()
+        entries = []
+        for path in sorted({_decode(p) for p in listed.split(b"\0") if p}):
+            if path in gitlinks:
+                entries.append(TreeEntry("160000", gitlinks[path], path))
+                continue
+            full = self.repo / path
+            try:
+                info = full.lstat()
+                if stat.S_ISLNK(info.st_mode):
+                    mode, data = "120000", os.fsencode(full.readlink())
+                elif stat.S_ISREG(info.st_mode):
+                    mode = "100755" if info.st_mode & 0o111 else "100644"
+                    data = full.read_bytes()
+                else:
+                    continue
+            except FileNotFoundError:  # a tracked file deleted in the working tree
+                continue
+            blob = hashlib.new(algorithm, b"blob %d\0" % len(data))
+            blob.update(data)
+            entries.append(TreeEntry(mode, blob.hexdigest(), path))
+        return entries
+
+    def object_format(self) -> str:
+        """``sha1`` or ``sha256``: how this repository names its objects."""
+        out = self._run("rev-parse", "--show-object-format", check=False).stdout.strip()
+        return "sha256" if out == b"sha256" else "sha1"
 
     def read_file(self, head: str, path: str) -> bytes | None:
         """The content of ``path`` at ``head``, or ``None`` when it is not there."""
         completed = self._run("cat-file", "blob", f"{head}:{path}", check=False)
         return completed.stdout if completed.returncode == 0 else None
+
+    def read_files(self, head: str, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """The content of each file at ``head`` (``None`` where there is no file). One git call."""
+        result: dict[str, bytes | None] = dict.fromkeys(paths)
+        wanted = [p for p in paths if p and "\n" not in p]
+        if not wanted:
+            return result
+        request = "".join(f"{head}:{p}\n" for p in wanted).encode("utf-8", "surrogateescape")
+        out = self._run("cat-file", "--batch", input=request).stdout
+        pos = 0
+        for path in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].split(b" ")
+            pos = end + 1
+            if len(header) == 3 and header[2].isdigit():
+                size = int(header[2])
+                if header[1] == b"blob":
+                    result[path] = out[pos : pos + size]
+                pos += size + 1  # the object, then a newline
+        return result
 
     def current_ref(self) -> str | None:
         """The symbolic ref HEAD points at (``refs/heads/main``), or ``None`` when detached."""
@@ -331,6 +406,10 @@ class Git:
     def _is_tree(self, head: str, path: str) -> bool:
         completed = self._run("cat-file", "-t", _tree_rev(head, path), check=False)
         return completed.returncode == 0 and completed.stdout.strip() == b"tree"
+
+
+def _decode(path: bytes) -> str:
+    return path.decode("utf-8", "surrogateescape")
 
 
 def _parents(commit_object: bytes) -> tuple[str, ...]:

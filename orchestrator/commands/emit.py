@@ -17,6 +17,7 @@ from orchestrator.emit import yaml_text
 from orchestrator.emit.cloudbuild import emit_build
 from orchestrator.errors import EXIT_OK, InputError
 from orchestrator.model import Plan, Rules
+from orchestrator.render import describe_range
 from orchestrator.workflow import Target, make_plan, name_build
 
 NOTHING_TO_EMIT = "nothing to do: the plan has no actions, so no build was emitted"
@@ -47,9 +48,8 @@ def build_config(
 
 
 def config_yaml(plan: Plan, build: Mapping[str, Any]) -> str:
-    base = plan.base[:12] if plan.base else "the empty tree"
     header = (
-        f"# Cloud Build config emitted by ct-orchestrator for {plan.head[:12]} (base {base}).\n"
+        f"# Cloud Build config emitted by ct-orchestrator for {describe_range(plan)}.\n"
         "# Submit with: gcloud builds submit --config FILE\n"
     )
     return header + yaml_text.dump(build)

@@ -6,24 +6,25 @@ from orchestrator.changes import require_head
 from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
 from orchestrator.errors import EXIT_BAD_INPUT, EXIT_OK
-from orchestrator.workflow import Target, open_repo
+from orchestrator.workflow import Target, load_contexts, open_repo
 
 
 def run(target: Target, io: CommandIO) -> int:
     rules = load_rules(target.rules_path)
     problems = []
-    contexts = [c.context for c in rules.components]
-    # Git is asked only when the answer depends on it: the components' contexts, or a --head
-    # that must name a commit (its own error, the one plan gives, not a missing context).
-    if contexts or target.head != "HEAD":
+    # Git is asked only when the answer depends on it: the components' contexts (and their
+    # ignore files, which must parse), or a --head that must name a commit (its own error,
+    # the one plan gives, not a missing context).
+    if rules.components or target.head != "HEAD":
         git = open_repo(target.repo)
         head = require_head(git, target.head).sha
-        existing = git.existing_dirs(head, contexts, target.working_tree) if contexts else ()
-        for component in rules.components:
-            if component.context not in existing:
+        contexts = load_contexts(git, rules, head, working_tree=target.working_tree)
+        for context in contexts.values():
+            if not context.exists:
+                component = context.component
                 problems.append(
                     f"{rules.source}: [components.{component.name}] context "
-                    f"'{component.context}' does not exist at {target.head}"
+                    f"'{component.context or '.'}' does not exist at {target.head}"
                 )
     for problem in problems:
         io.stderr.write(f"orchestrator: error: {problem}\n")

@@ -19,6 +19,7 @@ import shlex
 from typing import Any
 
 from orchestrator.artifacts import Artifacts
+from orchestrator.contexts import context_path
 from orchestrator.errors import ConfigError
 from orchestrator.model import Action, Plan, Rules
 
@@ -157,10 +158,10 @@ def _image_step(action: Action, rules: Rules, artifacts: Artifacts) -> dict[str,
         raise ConfigError(f"unknown component {action.target!r}", file=rules.source)
     image = artifacts.image(component.name)
     build = ["docker", "build", "--network=cloudbuild", "-t", image]
-    build += ["-f", f"{component.context}/{component.dockerfile}"]
+    build += ["-f", context_path(component.context, component.dockerfile)]
     for name, value in component.build_args:
         build += ["--build-arg", f"{name}={value}"]
-    build.append(component.context)
+    build.append(component.context or ".")  # "" is the repository root: docker build .
     out = output_file(action.id)
     script = " && ".join(
         [
