@@ -222,23 +222,22 @@ def test_no_pattern_makes_matching_slow(pattern: str, name: str) -> None:
 
 # -- hypothesis against git check-ignore ----------------------------------------------------
 
-_names = st.sampled_from(
-    [
+NAMES = (
         "a", "b", "ab", "abc", "x.md", "y.py", "docs", "src", ".hidden", ".md", "é", "ü.md",
         "x y", " lead", "trail ", "[x]", "a*b", "q?", "back\\slash", "#h", "!b", "$v", "A",
         "B1", "a-b", "t\tab", "n\nl", "😀", "foo", "foobar", "bar", "aa", "-", "]",
-    ]
 )  # fmt: skip
-_paths = st.lists(_names, min_size=1, max_size=5).map("/".join)
-_tokens = st.sampled_from(
-    [
+#: pieces of patterns: literals, escapes, every wildcard, brackets (some malformed)
+TOKENS = (
         "a", "b", "ab", "docs", "src", ".md", "x", "é", "foo", "bar", " ", "\\ ", "\\*", "\\?",
         "\\[", "\\\\", "\\#", "\\!", "*", "**", "***", "?", "[ab]", "[!a]", "[^a-c]", "[a-z]",
         "[[:alpha:]]", "[[:digit:][:upper:]]", "[[:space:]]", "[[:punct:]]", "[]a]", "[\\]]",
         "[é]", "[!é]", "[--z]", "[a-]", "[", "[z-a]", "\\", "-", "]", "$", "#", "!", ".",
         "[[:alfa:]]", "[!/]", "y.py", "x.md", "\t",
-    ]
 )  # fmt: skip
+_names = st.sampled_from(NAMES)
+_paths = st.lists(_names, min_size=1, max_size=5).map("/".join)
+_tokens = st.sampled_from(TOKENS)
 
 
 @st.composite
