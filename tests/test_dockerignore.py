@@ -377,7 +377,11 @@ def test_where_builders_differ(
     [
         # shouldEscape's bitmap only holds characters below 64: in a pattern that becomes a
         # regexp, '|', '{' and '}' keep their regexp meaning in every Docker (seen on 28).
-        ("x|y*\n", ["x", "xz", "zy", "zyq", "x|yz", "q", "d/zy"], {"x", "xz", "zy", "zyq", "x|yz"}),
+        (
+            "x|y*\n",
+            ["x", "xz", "zy", "zyq", "x|yz", "q", "d/zy"],
+            {"x", "xz", "zy", "zyq", "x|yz", "d/zy"},  # a search: "y[^/]*$" anywhere
+        ),
         ("|/\\?\n", ["a", "b/c", "|/?"], {"a", "b/c", "|/?"}),  # "^|..." matches everything
         ("b{2}?\n", ["bb1", "b{2}1", "b1"], {"bb1"}),
         ("a+b?\n", ["a+bc", "aabc"], {"a+bc"}),  # '+' is below 64: escaped today
@@ -410,6 +414,25 @@ def test_an_excluded_dockerfile_keeps_its_directory_walked_by_the_classic_builde
     assert {p for p in paths if nested.excluded_by(p, Builder.BUILDKIT_20_10)} == set(paths)
     at_root = parse_dockerignore("*\n!**/keep\n", source=SOURCE)
     assert {p for p in paths if at_root.excluded_by(p, Builder.CLASSIC)} == set(paths)
+
+
+def test_a_classic_builder_that_would_drop_the_dockerfile_fails() -> None:
+    # The CLI's single-parent check misses that the walk prunes x/y/foo, so it appends no
+    # exception and the daemon finds no Dockerfile.
+    ignore = parse_dockerignore("**/foo\n", source=SOURCE, dockerfile="x/y/foo/Dockerfile")
+    assert ignore.builders == (Builder.BUILDKIT, Builder.BUILDKIT_20_10)
+    refusals = dict(ignore.rejected)
+    assert set(refusals) == {Builder.CLASSIC, Builder.CLASSIC_20_10}
+    assert "Cannot locate specified Dockerfile" in refusals[Builder.CLASSIC].problem
+    assert refusals[Builder.CLASSIC].line == 1
+    # The appended "!+/?.d/Dockerfile" is a pattern: Docker 20.10 reads "+" as a regexp
+    # operator, so it does not re-include the Dockerfile.
+    odd = parse_dockerignore("?\n", source=SOURCE, dockerfile="+/?.d/Dockerfile")
+    assert {b for b, _ in odd.rejected} == {Builder.CLASSIC_20_10}
+    with pytest.raises(DockerIgnoreError, match="Dockerfile"):
+        parse_dockerignore(
+            "**/foo\n", source=SOURCE, dockerfile="x/y/foo/Dockerfile", builders=[Builder.CLASSIC]
+        )
 
 
 def test_excluded_because_names_the_deciding_line() -> None:

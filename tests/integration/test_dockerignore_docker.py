@@ -222,8 +222,9 @@ def _check(engine: DockerEngine, clis: list[Cli], workdir: Path, pool: ThreadPoo
             if not build.ok:
                 problems.append(f"{cli.label}: build failed: {build.error}")
                 continue
-            want = {f for f in all_files if not ignore.excluded_by(f, cli.builder)} - SPECIAL
-            got = set(build.files) - SPECIAL
+            special = {*SPECIAL, context.dockerfile}
+            want = {f for f in all_files if not ignore.excluded_by(f, cli.builder)} - special
+            got = set(build.files) - special
             if got != want:
                 problems.append(
                     f"{cli.label}: sent but not predicted {sorted(got - want)!r}, "
@@ -294,6 +295,12 @@ TRICKY = {
         files=("sub/keep", "sub/other", "x/keep"),
         ignore="*\n!**/keep\n",
         dockerfile="sub/Dockerfile",
+    ),
+    "Dockerfile below an excluded directory": Context(
+        files=("x/y/foo/a", "b"), ignore="**/foo\n", dockerfile="x/y/foo/Dockerfile"
+    ),
+    "excluded Dockerfile whose path has pattern characters": Context(
+        files=("+/?", "?", "+/a"), ignore="?\n", dockerfile="+/?.d/Dockerfile"
     ),
     "Dockerfile-specific ignore file": Context(
         files=("a", "b", "c", "sub/d"),
@@ -405,7 +412,10 @@ def _contexts(draw: st.DrawFn) -> Context:
         pad = draw(st.sampled_from(["", "", " ", "\t"]))
         lines.append(pad + pattern + pad)
     newline = draw(st.sampled_from(["\n", "\n", "\r\n"]))
-    return Context(files=files, ignore=newline.join(lines) + newline)
+    # Sometimes below a directory of the context: the classic CLI then keeps it walked
+    # when the patterns exclude it.
+    dockerfile = draw(st.sampled_from(["Dockerfile", "Dockerfile", f"{files[0]}.d/Dockerfile"]))
+    return Context(files=files, ignore=newline.join(lines) + newline, dockerfile=dockerfile)
 
 
 @settings(
