@@ -43,6 +43,10 @@ class Artifacts:
     source_uri: str
     spec_uri: str
     parameters: tuple[tuple[str, ParamValue], ...]
+    #: the content id of the function's files (what the ledger compares to decide a deploy)
+    function_input: str = ""
+    #: the data the run trains on ("" for the pipeline's default); set by ``trigger --data``
+    data_uri: str = ""
 
     def image(self, component: str) -> str:
         return dict(self.images)[component]
@@ -57,6 +61,8 @@ class Artifacts:
                 "source_uri": self.source_uri,
                 "spec_uri": self.spec_uri,
                 "parameters": dict(self.parameters),
+                "function_input": self.function_input,
+                "data_uri": self.data_uri,
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -74,6 +80,8 @@ class Artifacts:
                 source_uri=str(data["source_uri"]),
                 spec_uri=str(data["spec_uri"]),
                 parameters=tuple(sorted(data["parameters"].items())),
+                function_input=str(data.get("function_input", "")),
+                data_uri=str(data.get("data_uri", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"the artifacts description is not valid: {exc}") from None
@@ -93,6 +101,7 @@ def name_artifacts(
     source_input: str | None,
     pipeline_inputs: str,
     parameters: Mapping[str, ParamValue],
+    function_input: str = "",
 ) -> Artifacts:
     """Name every artifact for ``commit``.
 
@@ -128,6 +137,7 @@ def name_artifacts(
         source_uri=f"gs://{bucket}/source/{source_hash}/{source_name}.tar.gz",
         spec_uri=f"gs://{bucket}/pipelines/{spec_hash}/pipeline.yaml",
         parameters=tuple(sorted(parameters.items())),
+        function_input=function_input,
     )
 
 

@@ -37,6 +37,11 @@ and diffs. The base, in order of precedence:
 ``cloudbuild-base-sha``                     ``_BASE_SHA`` from the environment
 ``cloudbuild-new-branch-merge-base``        ``_BASE_SHA`` all zeros: as for ``--base``
 ``cloudbuild-new-branch-no-merge-base``     ... and as ``explicit-new-branch-no-merge-base``
+``ledger``                                  the commit the deploy ledger records as deployed
+                                            (``--since-deployed``, and by default in CI)
+``ledger-merge-base``                       ... where it meets head, when the deployed commit
+                                            is not an ancestor of head (a rewritten history)
+``ledger-no-merge-base``                    ... and when they share no history: everything
 ``first-parent``                            head's first parent (merges: the mainline side)
 ``root-commit``                             head has no parent: the empty tree, everything
 ==========================================  =================================================
@@ -219,15 +224,21 @@ def resolve_changes(
     head: str = "HEAD",
     working_tree: bool = False,
     env: Mapping[str, str],
+    deployed: str | None = None,
 ) -> ChangeSet:
     """The changes between the chosen base and ``head`` (see the module docstring).
 
     ``env`` is the environment to read CI variables from (pass ``os.environ`` from the
     CLI; tests pass their own). An explicit ``base`` wins over anything in ``env``.
+    ``deployed`` is the commit the deploy ledger records: when given (and no explicit
+    ``base``), it is the base, so that everything since the last deploy is planned.
     """
     history = _History(git)
     base_sha: str | None
-    if base is not None and is_null_sha(base):
+    if base is None and deployed is not None:
+        head_commit = history.require(head, history.read([head])[0], "--head")
+        base_sha, reason = _from_ledger(history, deployed, head_commit)
+    elif base is not None and is_null_sha(base):
         head_commit = history.require(head, history.read([head])[0], "--head")
         base_sha, reason = _unnamed_new_branch(history, head_commit, head, env, "explicit")
     elif base is not None:
@@ -259,6 +270,21 @@ def require_head(git: Git, head: str) -> Commit:
     """
     history = _History(git)
     return history.require(head, history.read([head])[0], "--head")
+
+
+def _from_ledger(history: _History, deployed: str, head: Commit) -> tuple[str | None, str]:
+    """The deployed commit, or where it meets head when history was rewritten since."""
+    if history.find(deployed) is None:
+        raise GitError(
+            f"the deploy ledger records {deployed}, which is not in the clone at "
+            f"{history.git.repo}; {_FETCH_HINT}, or pass --base."
+        )
+    if deployed == head.sha or history.git.is_ancestor(deployed, head.sha):
+        return deployed, "ledger"
+    merge_base = history.merge_base(deployed, head.sha)
+    if merge_base is None:
+        return None, "ledger-no-merge-base"
+    return merge_base, "ledger-merge-base"
 
 
 def _first_parent(head: Commit) -> tuple[str | None, str]:

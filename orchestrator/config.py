@@ -15,10 +15,12 @@ from typing import Any, TypeVar, cast
 
 from orchestrator.errors import ConfigError
 from orchestrator.gitignore import compile_pattern
+from orchestrator.objects import BadUri, check_key
 from orchestrator.model import (
     DIRECTIVE_KINDS,
     BuildSettings,
     Component,
+    DataSettings,
     Directive,
     FunctionSettings,
     PipelineSettings,
@@ -35,7 +37,7 @@ UNMATCHED_POLICIES: tuple[UnmatchedPolicy, ...] = ("all", "skip", "error")
 _COMPONENT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")  # what a registry accepts as a repository
 _TOP_KEYS = (
     "version", "project", "unmatched", "components", "rule", "test",
-    "pipeline", "source", "function", "build",
+    "pipeline", "source", "function", "build", "data",
 )  # fmt: skip
 _TEST_KEYS = {"command": "argv", "setup": "str", "image": "str"}
 _PIPELINE_KEYS = {"dir": "str", "compile": "argv", "params": "str"}
@@ -47,7 +49,8 @@ _BUILD_KEYS = {
     "machine_type": "str", "logging": "str", "timeout": "str", "service_account": "str",
     "python_image": "str", "docker_image": "str", "gcloud_image": "str", "install": "str",
 }  # fmt: skip
-_PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic")
+_PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic", "prefix")
+_DATA_KEYS = {"prefix": "str", "bucket": "str"}
 _COMPONENT_KEYS = ("context", "dockerfile", "build_args")
 _RULE_KEYS = ("name", "paths", "do")
 
@@ -196,6 +199,7 @@ class _Validator:
             training_source=SourceSettings(**self._settings(data, "source", {"dir": "str"})),
             function=FunctionSettings(**self._settings(data, "function", _FUNCTION_KEYS)),
             build=BuildSettings(**self._settings(data, "build", _BUILD_KEYS)),
+            data=self._data(data),
         )
 
     def _table(self, data: Mapping[str, Any], key: str) -> tuple[dict[str, Any], int | None]:
@@ -216,7 +220,32 @@ class _Validator:
             key: self._typed(table, key, str, where="project", header=header, what="a string")
             for key in _PROJECT_KEYS
         }
-        return ProjectSettings(**values)
+        prefix = values.pop("prefix")
+        if prefix is not None:
+            try:
+                check_key(prefix)
+            except BadUri:
+                raise self.fail(
+                    "must be a clean object-name prefix such as 'ct' (no leading '/', and no "
+                    "empty, '.' or '..' segments)",
+                    key="project.prefix",
+                    line=self._key_line("prefix", header),
+                ) from None
+        return ProjectSettings(**values, prefix=(prefix or "ct").strip("/"))
+
+    def _data(self, data: Mapping[str, Any]) -> DataSettings:
+        values = self._settings(data, "data", _DATA_KEYS)
+        prefix = values.get("prefix")
+        if prefix is not None:
+            try:
+                check_key(prefix.rstrip("/") or "x")
+            except BadUri:
+                raise self.fail(
+                    "must be a clean object-name prefix such as 'data/'",
+                    key="data.prefix",
+                    line=self._key_line("prefix", self._header_line("[data]")),
+                ) from None
+        return DataSettings(**values)
 
     def _unmatched(self, data: Mapping[str, Any]) -> UnmatchedPolicy:
         table, header = self._table(data, "unmatched")

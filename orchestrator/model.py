@@ -126,6 +126,16 @@ class ProjectSettings:
     bucket: str | None = None
     registry: str | None = None
     topic: str | None = None
+    #: where the tool keeps its own state in the bucket: <prefix>/ledger/, <prefix>/runs/
+    prefix: str = "ct"
+
+
+@dataclass(frozen=True, slots=True)
+class DataSettings:
+    """New training data: an object finalized under ``prefix`` starts a run."""
+
+    prefix: str | None = None
+    bucket: str | None = None  # default: [project].bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +198,7 @@ class Rules:
     training_source: SourceSettings = SourceSettings()
     function: FunctionSettings = FunctionSettings()
     build: BuildSettings = BuildSettings()
+    data: DataSettings = DataSettings()
 
     def component(self, name: str) -> Component | None:
         for c in self.components:
@@ -242,6 +253,14 @@ class Skipped:
     note: str | None = None
 
 
+class Existing(NamedTuple):
+    """An action the plan does not need, because what it would make is already there."""
+
+    id: str  # the action: build_image:<c>, upload_source, compile_pipeline, deploy_function...
+    artifact: str  # what is there: a URI, an image by digest, a run id
+    note: str  # why that makes the action unnecessary, for the user
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The output of planning. ``actions`` are in dependency order (a stable topological sort)."""
@@ -254,6 +273,8 @@ class Plan:
     skipped: tuple[Skipped, ...] = ()
     unmatched: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    #: actions dropped because their artifacts exist (filled in by ``finishing``)
+    existing: tuple[Existing, ...] = ()
 
     @property
     def has_work(self) -> bool:

@@ -264,11 +264,19 @@ def _with_implications(drafts: dict[str, dict[Reason, None]], rules: Rules) -> t
     if runs:
         implied("publish", runs)
     if drafts and "test" not in drafts and rules.test is not None:
-        others = ", ".join(sorted(drafts, key=_canonical_rank))
-        drafts["test"] = {
-            Reason(rule=TEST_RULE, note=f"[test] runs before any build: {others}"): None
-        }
+        drafts["test"] = {test_reason(drafts): None}
+    return assemble(drafts)
 
+
+def test_reason(drafts: Iterable[str]) -> Reason:
+    """Why [test] runs when no rule asked for it: it runs before any build."""
+    others = ", ".join(sorted((d for d in drafts if d != "test"), key=_canonical_rank))
+    return Reason(rule=TEST_RULE, note=f"[test] runs before any build: {others}")
+
+
+def assemble(drafts: Mapping[str, Mapping[Reason, None]]) -> tuple[Action, ...]:
+    """Exactly these actions (id -> reasons), with their ``needs``, in dependency order."""
+    images = sorted(i for i in drafts if i.startswith("build_image:"))
     needs: dict[str, list[str]] = {i: [] for i in drafts}
     if "compile_pipeline" in drafts:
         needs["compile_pipeline"] += images
@@ -331,24 +339,3 @@ def stable_topological_sort(nodes: Sequence[str], needs: Mapping[str, Sequence[s
     for node in nodes:
         visit(node)
     return order
-
-
-def add_missing_artifacts(plan: Plan, rules: Rules, missing: Mapping[str, str]) -> Plan:
-    """Add the actions whose artifacts a planned ``publish`` needs but no build has made yet.
-
-    ``missing`` maps an action id (``upload_source``, ``compile_pipeline``) to the artifact
-    it would write, which the caller found absent. A content-addressed artifact is absent on
-    a fresh bucket, or after a build that failed before making it; without it the published
-    run would point at nothing.
-    """
-    if plan.action("publish") is None or not missing:
-        return plan
-    drafts: dict[str, dict[Reason, None]] = {}
-    for action in plan.actions:
-        direct = {r: None for r in action.reasons if r.implied_by is None and r.rule != TEST_RULE}
-        if direct:  # purely implied actions are derived again below
-            drafts[action.id] = direct
-    for action_id, uri in missing.items():
-        if action_id not in drafts:
-            drafts[action_id] = {Reason(note=f"not built yet: {uri}"): None}
-    return replace(plan, actions=_with_implications(drafts, rules))

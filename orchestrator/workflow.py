@@ -6,14 +6,18 @@ same way. Imports nothing heavy: no kfp, google-cloud or docker on this path.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
+from orchestrator import ledger, objects
 from orchestrator.adapters.git import Git
 from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters
 from orchestrator.changes import require_head, resolve_changes
+from orchestrator.ci_env import GITHUB_PULL_REQUEST_EVENTS
 from orchestrator.config import load_rules
 from orchestrator.contexts import (
     BuildContext,
@@ -22,10 +26,14 @@ from orchestrator.contexts import (
     ignore_candidates,
     image_input,
 )
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, ServiceUnreachable
+from orchestrator.finishing import Finished, RunStatus, finish
 from orchestrator.matching import Matcher
+from orchestrator.message import branch_of
 from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules, TreeEntry
 from orchestrator.planning import plan_changes
+from orchestrator.services import Services
+from orchestrator.trees import CommitTree, DiskTree, Tree, WorkingTree
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +47,13 @@ class Target:
     working_tree: bool = False
     #: plan as if exactly these paths changed at head (``--changed``), instead of a diff
     changed: tuple[str, ...] = ()
+    #: diff from the commit the deploy ledger records (None: by default in CI only)
+    since_deployed: bool | None = None
 
 
 def open_repo(repo: Path) -> Git:
-    if not repo.is_dir():
-        raise InputError(f"--repo {repo}: no such directory")
-    git = Git(repo)
-    if not (repo / ".git").exists() and not git.is_repository():
+    git = open_checkout(repo)
+    if git is None:
         raise InputError(f"--repo {repo}: not a git repository (run it inside a clone)")
     return git
 
@@ -67,52 +75,221 @@ def with_overrides(rules: Rules, env: Mapping[str, str]) -> Rules:
     return replace(rules, project=replace(rules.project, **changed))
 
 
-def make_plan(target: Target, env: Mapping[str, str]) -> tuple[Rules, Plan]:
-    git = open_repo(target.repo)
-    # git works in its own process while this one reads the rules and compiles the matcher.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+def make_plan(
+    target: Target, env: Mapping[str, str], services: Services | None = None
+) -> tuple[Rules, Plan]:
+    """The plan by the diff alone (what ``explain`` and the replay check); see
+    :func:`prepare` for the finished plan every command runs."""
+    planned = plan_target(target, env, services)
+    return planned.rules, planned.plan
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan by the diff, with what finishing it needs."""
+
+    rules: Rules
+    plan: Plan
+    tree: Tree
+    contexts: Mapping[str, BuildContext]
+    ref: str
+    git: Git | None
+    location: ledger.Location | None
+    deployed: ledger.Entry | None
+
+
+def uses_ledger_base(target: Target, env: Mapping[str, str]) -> bool:
+    """``--since-deployed``; by default in CI, except for pull requests (which plan against
+    their base branch) and when ``--base`` or ``--changed`` says otherwise."""
+    if target.base is not None or target.changed:
+        return False
+    if target.since_deployed is not None:
+        return target.since_deployed
+    in_ci = env.get("CI", "").lower() in ("1", "true", "yes")
+    return in_ci and env.get("GITHUB_EVENT_NAME", "") not in GITHUB_PULL_REQUEST_EVENTS
+
+
+def plan_target(target: Target, env: Mapping[str, str], services: Services | None) -> Planned:
+    git = open_checkout(target.repo)
+    rules = with_overrides(load_rules(target.rules_path), env)
+    matcher = Matcher(rules.rules)
+    ref = detect_ref(env, git)
+    location = ledger_location(rules, ref)
+    deployed = None
+    if services is not None and location is not None and (
+        git is None or uses_ledger_base(target, env)
+    ):
+        deployed = ledger.read(location, services.env())
+    if git is None:
+        changes = _hash_only_changes(target, env, location, deployed)
+        tree: Tree = DiskTree(target.repo)
+    else:
         if target.changed:
-            pending = pool.submit(given_changes, git, target.head, target.changed)
+            changes = given_changes(git, target.head, target.changed)
         else:
-            pending = pool.submit(
-                resolve_changes,
+            changes = resolve_changes(
                 git,
                 base=target.base,
                 head=target.head,
                 working_tree=target.working_tree,
                 env=env,
+                deployed=deployed.state.commit if deployed is not None else None,
             )
-        # A bad rules file is reported first; leaving the block then waits for git.
-        rules = with_overrides(load_rules(target.rules_path), env)
-        matcher = Matcher(rules.rules)
-        changes = pending.result()
-    contexts = load_contexts(git, rules, changes.head, working_tree=target.working_tree)
+        tree = WorkingTree(git) if target.working_tree else CommitTree(git, changes.head)
+    contexts = load_contexts(tree, rules)
     existing = [c.component.context for c in contexts.values() if c.exists]
-    return rules, plan_changes(changes, rules, existing, matcher=matcher, contexts=contexts)
+    plan = plan_changes(changes, rules, existing, matcher=matcher, contexts=contexts)
+    return Planned(rules, plan, tree, contexts, ref, git, location, deployed)
 
 
-def load_contexts(
-    git: Git, rules: Rules, head: str, *, working_tree: bool = False
-) -> dict[str, BuildContext]:
-    """Each component's build context at ``head`` (or in the working tree): whether it exists,
-    and the ignore file Docker would apply to it. Two git calls, whatever the number of
-    components; none without components."""
+def _hash_only_changes(
+    target: Target,
+    env: Mapping[str, str],
+    location: ledger.Location | None,
+    deployed: ledger.Entry | None,
+) -> ChangeSet:
+    """No git here (a Cloud Build workspace from a GitHub-app trigger has only the files):
+    no diff; the deploy ledger's hashes decide (see ``finishing``)."""
+    where = location.uri if location is not None else "(no [project].bucket)"
+    if deployed is None:
+        raise InputError(
+            f"{target.repo} has no git history and nothing is deployed yet ({where} does not "
+            "exist): run the first build from a clone with history (or fetch it, see the "
+            "README's Cloud Build section)"
+        )
+    head = target.head if _is_sha(target.head) else env.get("COMMIT_SHA", "")
+    if not _is_sha(head):
+        raise InputError(
+            f"{target.repo} has no git history: pass the commit being built as --head <full sha> "
+            "(Cloud Build: --head $COMMIT_SHA)"
+        )
+    return ChangeSet(base=deployed.state.commit, head=head.lower(), base_reason="hashes",
+                     changes=())  # fmt: skip
+
+
+def _is_sha(value: str) -> bool:
+    return len(value) in (40, 64) and all(c in "0123456789abcdefABCDEF" for c in value)
+
+
+def ledger_location(rules: Rules, ref: str) -> ledger.Location | None:
+    if not rules.project.bucket:
+        return None
+    return ledger.Location(rules.project.bucket, rules.project.prefix, branch_of(ref))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The finished plan every command shows and every executor runs."""
+
+    rules: Rules
+    finished: Finished
+    planned: Planned
+    services: Services
+
+    @property
+    def plan(self) -> Plan:
+        return self.finished.plan
+
+    @property
+    def artifacts(self) -> Artifacts:
+        return self.finished.artifacts
+
+
+def prepare(
+    target: Target, env: Mapping[str, str], services: Services, *, data_uri: str = ""
+) -> Prepared:
+    """Plan by the diff, then finish the plan against the bucket, the registry and the deploy
+    ledger (``finishing``): one place, for plan, --dry-run, emit and run."""
+    planned = plan_target(target, env, services)
+    rules = planned.rules
+    names = name_build(planned.tree, rules, planned.plan, planned.ref, data_uri=data_uri)
+    deployed = planned.deployed
+    if deployed is None and planned.location is not None:
+        deployed = ledger.read(planned.location, services.env())
+    finished = finish(
+        planned.plan,
+        rules,
+        names,
+        StoreProbe(services, rules),
+        deployed=deployed.state if deployed is not None else None,
+        images_required=services.images_required,
+        buildable=frozenset(n for n, c in planned.contexts.items() if c.exists),
+    )
+    return Prepared(rules, finished, replace(planned, deployed=deployed), services)
+
+
+class StoreProbe:
+    """finishing's lookups, against the services in use."""
+
+    def __init__(self, services: Services, rules: Rules) -> None:
+        self.env = services.env()
+        self.registry = services.registry_lookups
+        self.runs = (
+            f"gs://{rules.project.bucket}/{rules.project.prefix}/runs/"
+            if rules.project.bucket
+            else None
+        )
+
+    def object_exists(self, uri: str) -> bool:
+        try:
+            return objects.exists(uri, self.env)
+        except objects.ObjectError as exc:
+            raise ServiceUnreachable(str(exc)) from exc
+
+    def read_object(self, uri: str) -> bytes | None:
+        try:
+            stored = objects.read(uri, self.env)
+        except objects.ObjectError as exc:
+            raise ServiceUnreachable(str(exc)) from exc
+        return stored.data if stored is not None else None
+
+    def image_digest(self, image: str) -> str | None:
+        if not self.registry:
+            raise ServiceUnreachable("no container registry in use here")
+        from orchestrator.adapters.registry import manifest_digest
+
+        return manifest_digest(image, self.env)
+
+    def run_status(self, run_id: str) -> RunStatus | None:
+        if self.runs is None:
+            return None
+        data = self.read_object(f"{self.runs}{run_id}.json")
+        return parse_run_status(data) if data is not None else None
+
+
+def parse_run_status(data: bytes, now: float | None = None) -> RunStatus | None:
+    """A runs-registry entry (written by the function) as finishing needs it."""
+    try:
+        entry = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
+        return None
+    lease = entry.get("lease_expires")
+    if isinstance(lease, str):
+        try:
+            lease = datetime.fromisoformat(lease.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            lease = None
+    live = isinstance(lease, int | float) and lease > (time.time() if now is None else now)
+    metrics = entry.get("metrics")
+    numbers = (
+        {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if isinstance(metrics, dict)
+        else None
+    )
+    return RunStatus(status=entry["status"], live=live, metrics=numbers)
+
+
+def load_contexts(tree: Tree, rules: Rules) -> dict[str, BuildContext]:
+    """Each component's build context in ``tree``: whether it exists, and the ignore file
+    Docker would apply to it. Two git calls, whatever the number of components; none
+    without components."""
     if not rules.components:
         return {}
-    existing = git.existing_dirs(head, [c.context for c in rules.components], working_tree)
+    existing = tree.existing_dirs([c.context for c in rules.components])
     candidates = [p for c in rules.components for p in ignore_candidates(c)]
-    if working_tree:
-        contents = {p: _read_disk(git.repo / p) for p in candidates}
-    else:
-        contents = git.read_files(head, candidates)
-    return build_contexts(rules, existing, contents)
-
-
-def _read_disk(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes() if path.is_file() else None
-    except OSError:
-        return None
+    return build_contexts(rules, existing, tree.read_files(candidates))
 
 
 def given_changes(git: Git, head: str, paths: Sequence[str]) -> ChangeSet:
@@ -162,7 +339,7 @@ def _relative(path: str, root: Path | None, git: Git) -> str:
     return relative
 
 
-def detect_ref(env: Mapping[str, str], git: Git) -> str:
+def detect_ref(env: Mapping[str, str], git: Git | None) -> str:
     """The full git ref being built: from GitHub, Cloud Build, then the checkout itself."""
     if env.get("GITHUB_HEAD_REF"):  # a pull request: the branch it comes from
         return f"refs/heads/{env['GITHUB_HEAD_REF']}"
@@ -172,28 +349,24 @@ def detect_ref(env: Mapping[str, str], git: Git) -> str:
         return f"refs/heads/{env['BRANCH_NAME']}"
     if env.get("TAG_NAME"):
         return f"refs/tags/{env['TAG_NAME']}"
-    return git.current_ref() or "refs/heads/detached"
+    return (git.current_ref() if git is not None else None) or "refs/heads/detached"
 
 
-def name_build(target: Target, rules: Rules, plan: Plan, env: Mapping[str, str]) -> Artifacts:
+def name_build(
+    tree: Tree, rules: Rules, plan: Plan, ref: str, *, data_uri: str = ""
+) -> Artifacts:
     """Content-addressed names of every artifact at the plan's head (see ``artifacts``).
 
-    Each name hashes the git object ids of the files it is made from, read from the commit,
-    or with ``--working-tree`` from the files on disk hashed the way git would store them,
-    so an unchanged checkout names everything exactly as its commit does.
+    Each name hashes the git object ids of the files it is made from, as ``tree`` gives them
+    (a commit, the working tree, or a checkout without git, which all agree), so an unchanged
+    checkout names everything exactly as its commit does.
     """
-    git = open_repo(target.repo)
-    working_tree = target.working_tree
-    contexts = load_contexts(git, rules, plan.head, working_tree=working_tree)
+    contexts = load_contexts(tree, rules)
     listings: dict[str, list[TreeEntry]] = {}
 
     def entries(directory: str) -> list[TreeEntry]:
         if directory not in listings:
-            listings[directory] = (
-                git.working_tree_entries(directory)
-                if working_tree
-                else git.tree_entries(plan.head, directory)
-            )
+            listings[directory] = tree.entries(directory)
         return listings[directory]
 
     image_inputs = {
@@ -203,27 +376,39 @@ def name_build(target: Target, rules: Rules, plan: Plan, env: Mapping[str, str])
     source_dir = _as_dir(rules.training_source.dir)
     source_files = entries(source_dir)
     source_input = content_id(source_files, source_dir) if source_files else None
+    function_dir = _as_dir(rules.function.dir)
+    function_files = entries(function_dir)
+    function_input = content_id(function_files, function_dir) if function_files else ""
     params_path = rules.pipeline.params
     pipeline_dir = _as_dir(rules.pipeline.dir)
     pipeline_inputs = content_id(entries(pipeline_dir), pipeline_dir, lambda p: p != params_path)
-    if working_tree:
-        params_text = _read_disk(target.repo / params_path)
-    else:
-        params_text = git.read_file(plan.head, params_path)
+    params_text = tree.read_files([params_path])[params_path]
     parameters = (
         parse_parameters(params_text.decode("utf-8", "replace"), source=params_path)
         if params_text is not None
         else {}
     )
-    return name_artifacts(
+    names = name_artifacts(
         rules,
         commit=plan.head,
-        ref=detect_ref(env, git),
+        ref=ref,
         image_inputs=image_inputs,
         source_input=source_input,
         pipeline_inputs=pipeline_inputs,
         parameters=parameters,
+        function_input=function_input,
     )
+    return replace(names, data_uri=data_uri)
+
+
+def open_checkout(repo: Path) -> Git | None:
+    """The repository's git, or ``None`` for a checkout that has no git metadata at all."""
+    if not repo.is_dir():
+        raise InputError(f"--repo {repo}: no such directory")
+    git = Git(repo)
+    if (repo / ".git").exists() or git.is_repository():
+        return git
+    return None
 
 
 def _as_dir(path: str) -> str:
