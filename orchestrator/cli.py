@@ -17,7 +17,15 @@ from typing import IO, NoReturn
 from orchestrator import __version__
 from orchestrator.commands import emit, explain, plan, validate
 from orchestrator.commands.io import CommandIO
-from orchestrator.errors import EXIT_INTERNAL, EXIT_OK, InputError, OrchestratorError
+from orchestrator.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_STEP_FAILED,
+    InputError,
+    OrchestratorError,
+)
+from orchestrator.objects import BadUri, ObjectError
 from orchestrator.output import error_line
 from orchestrator.workflow import Target
 
@@ -53,6 +61,20 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="PATH",
         default=d([]),
         help="plan as if PATH changed at head (repeatable); replaces the diff",
+    )
+    parser.add_argument(
+        "--since-deployed",
+        action="store_true",
+        default=d(None),
+        help="diff from the commit the deploy ledger records (the default in CI)",
+    )
+    parser.add_argument(
+        "--services",
+        choices=("local", "cloud"),
+        default=default,
+        help="where artifacts, the deploy ledger and runs live: the embedded local default "
+        "and emulators (local), or Cloud Storage, Pub/Sub and the registry (cloud; the "
+        "default with --executor cloudbuild)",
     )
     parser.add_argument("--format", choices=FORMATS, default=d("table"), help="output format")
     parser.add_argument(
@@ -91,12 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--executor", choices=("local", "cloudbuild"), default="local", help="default: local"
     )
-    run_parser.add_argument(
-        "--services",
-        choices=("local", "cloud"),
-        help="local executor: the embedded default and emulators (local, the default), or "
-        "real Cloud Storage and Pub/Sub (cloud)",
-    )
     for flag, var in (("--project", "ORCHESTRATOR_PROJECT"), ("--region", "ORCHESTRATOR_REGION")):
         run_parser.add_argument(
             flag, help=f"Cloud Build {flag[2:]} (default: ${var}, then rules.toml)"
@@ -110,6 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
     emit_parser = sub.add_parser("emit", help=emit_text, description=emit_text)
     _common(emit_parser, suppress=True)
     emit_parser.add_argument("--output", "-o", type=Path, help="write to FILE (default: stdout)")
+    trigger_text = "start a run of the deployed state, with new parameters or data if given"
+    trigger_parser = sub.add_parser("trigger", help=trigger_text, description=trigger_text)
+    _common(trigger_parser, suppress=True)
+    trigger_parser.add_argument(
+        "--reason", choices=("manual", "schedule", "data"), default="manual"
+    )
+    trigger_parser.add_argument(
+        "--params", type=Path, metavar="FILE", help="a params.toml whose values replace these"
+    )
+    trigger_parser.add_argument(
+        "--data", metavar="URI", help="train on this data (gs://..., or a local file locally)"
+    )
+    trigger_parser.add_argument("--branch", help="whose deployed state (default: this branch)")
+    ledger_text = "inspect or repair the deploy ledger"
+    ledger_parser = sub.add_parser("ledger", help=ledger_text, description=ledger_text)
+    _common(ledger_parser, suppress=True)
+    ledger_parser.add_argument("ledger_command", choices=("show", "set", "history"))
+    ledger_parser.add_argument("--branch", help="whose ledger (default: this branch)")
+    ledger_parser.add_argument(
+        "--commit", metavar="REF", help="ledger set: record this commit's artifacts as deployed"
+    )
+    ledger_parser.add_argument(
+        "--file", type=Path, metavar="FILE", help="ledger set: record this JSON state as it is"
+    )
     return parser
 
 
@@ -140,6 +180,11 @@ def main(
             traceback.print_exc(file=io.stderr)
         io.stderr.write(error_line(str(exc)))
         return exc.exit_code
+    except ObjectError as exc:  # the bucket layer is shared with the function: no exit codes
+        if debug:
+            traceback.print_exc(file=io.stderr)
+        io.stderr.write(error_line(str(exc)))
+        return EXIT_BAD_INPUT if isinstance(exc, BadUri) else EXIT_STEP_FAILED
     except KeyboardInterrupt:
         io.stderr.write(error_line("interrupted"))
         return 130
@@ -164,31 +209,55 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
         head=args.head,
         working_tree=args.working_tree,
         changed=tuple(args.changed),
+        since_deployed=True if args.since_deployed else None,
     )
+    services_choice: str | None = args.services
     command = args.command
     if command is None:
         if not args.dry_run:
             raise InputError("nothing to do: give a command (plan, explain, validate) or --dry-run")
-        return plan.run(target, args.format, io, show_config=True)
+        return plan.run(target, args.format, io, services_choice, show_config=True)
     if args.dry_run and command != "plan":
         raise InputError(f"--dry-run does not apply to '{command}'")
     if command == "plan":
-        return plan.run(target, args.format, io, show_config=args.dry_run)
+        return plan.run(target, args.format, io, services_choice, show_config=args.dry_run)
     if command == "emit":
-        return emit.run(target, args.output, io)
+        return emit.run(target, args.output, io, services_choice)
     if command == "run":
         from orchestrator.commands import run as run_command
 
         # --project/--region win over the environment, which wins over rules.toml [project]
-        flags = {
-            "ORCHESTRATOR_PROJECT": args.project,
-            "ORCHESTRATOR_REGION": args.region,
-            "ORCHESTRATOR_SERVICES": args.services,
-        }
+        flags = {"ORCHESTRATOR_PROJECT": args.project, "ORCHESTRATOR_REGION": args.region}
         if any(flags.values()):
             env = {**io.env, **{var: value for var, value in flags.items() if value}}
             io = CommandIO(stdout=io.stdout, stderr=io.stderr, env=env)
-        return run_command.run(target, args.executor, args.format, io)
+        if services_choice is None:
+            services_choice = "cloud" if args.executor == "cloudbuild" else "local"
+        return run_command.run(target, args.executor, args.format, io, services_choice)
+    if command == "trigger":
+        from orchestrator.commands import trigger
+
+        return trigger.run(
+            target,
+            io,
+            services_choice or "local",
+            reason=args.reason,
+            params_file=args.params,
+            data=args.data,
+            branch=args.branch,
+        )
+    if command == "ledger":
+        from orchestrator.commands import ledger_command
+
+        return ledger_command.run(
+            target,
+            io,
+            services_choice or "local",
+            args.ledger_command,
+            branch=args.branch,
+            commit=args.commit,
+            file=args.file,
+        )
     if command == "step":
         from orchestrator.commands import step as step_command
 

@@ -15,7 +15,6 @@ from typing import Any, TypeVar, cast
 
 from orchestrator.errors import ConfigError
 from orchestrator.gitignore import compile_pattern
-from orchestrator.objects import BadUri, check_key
 from orchestrator.model import (
     DIRECTIVE_KINDS,
     BuildSettings,
@@ -31,6 +30,7 @@ from orchestrator.model import (
     TestSettings,
     UnmatchedPolicy,
 )
+from orchestrator.objects import BadUri, check_key
 
 SUPPORTED_VERSIONS = (1,)
 UNMATCHED_POLICIES: tuple[UnmatchedPolicy, ...] = ("all", "skip", "error")

@@ -71,6 +71,8 @@ class Finished:
     artifacts: Artifacts
     #: the run identity the publish (or the deployed state) has, when the spec is known
     run_id: str | None = None
+    #: the content-addressed names (images by tag), which the ledger compares
+    names: Artifacts | None = None
 
 
 def finish(
@@ -153,10 +155,8 @@ class _Finisher:
             self.names,
             images=tuple((name, self.pinned.get(name, ref)) for name, ref in self.names.images),
         )
-        finished = replace(
-            self.plan, actions=assemble(self.drafts), existing=tuple(self.existing)
-        )
-        return Finished(finished, artifacts, run_id)
+        finished = replace(self.plan, actions=assemble(self.drafts), existing=tuple(self.existing))
+        return Finished(finished, artifacts, run_id, self.names)
 
     def _add(self, action_id: str, note: str) -> None:
         self.drafts.setdefault(action_id, {})[Reason(note=note)] = None

@@ -166,7 +166,9 @@ def exists(uri: str, env: Mapping[str, str]) -> bool:
         blob = _client(env).bucket(target.bucket).blob(target.key)
         return bool(blob.exists(timeout=_REQUEST_TIMEOUT, retry=_retry(env)))
     except exceptions.GoogleAPICallError as exc:
-        raise ObjectError(f"looking up {target} in {service_name(env)} failed: {_api(exc)}") from exc
+        raise ObjectError(
+            f"looking up {target} in {service_name(env)} failed: {_api(exc)}"
+        ) from exc
     except Exception as exc:  # transport errors have many types
         raise _unreachable(exc, env) from exc
 
@@ -229,7 +231,9 @@ def write(
     except exceptions.PreconditionFailed:
         raise PreconditionFailed(f"{target} changed while it was being updated") from None
     except exceptions.NotFound:
-        raise NotFound(f"bucket gs://{target.bucket} does not exist in {service_name(env)}") from None
+        raise NotFound(
+            f"bucket gs://{target.bucket} does not exist in {service_name(env)}"
+        ) from None
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(f"writing {target} to {service_name(env)} failed: {_api(exc)}") from exc
     except Exception as exc:  # transport errors have many types
@@ -272,7 +276,7 @@ def _local_write(path: Path, data: bytes, if_generation: int | None, target: Uri
                     out.write(content)
                     out.flush()
                     os.fsync(out.fileno())
-                os.replace(tmp, file)  # atomic: readers see the old object or the new one
+                Path(tmp).replace(file)  # atomic: readers see the old object or the new one
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise

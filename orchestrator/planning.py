@@ -15,7 +15,6 @@ The graph (``needs``):
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
 
 from orchestrator.contexts import BuildContext, holds
 from orchestrator.errors import InputError

@@ -52,6 +52,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "skipped": [_skipped_to_json(s) for s in plan.skipped],
         "unmatched": list(plan.unmatched),
         "warnings": list(plan.warnings),
+        "existing": [{"id": e.id, "artifact": e.artifact, "note": e.note} for e in plan.existing],
     }
 
 
@@ -60,6 +61,15 @@ def _skipped_to_json(skipped: Skipped) -> dict[str, Any]:
     if skipped.note is not None:
         data["note"] = skipped.note
     return data
+
+
+def describe_existing(plan: Plan) -> list[str]:
+    """The actions finishing dropped because their artifacts are there, one line each."""
+    if not plan.existing:
+        return []
+    lines = [f"Already there: {len(plan.existing)} action(s) not needed"]
+    lines += [f"     - {e.id}: {e.note} ({e.artifact})" for e in plan.existing]
+    return lines
 
 
 def describe_skipped(skipped: Skipped) -> str:
@@ -111,6 +121,7 @@ def render_text(plan: Plan) -> str:
         needs = f"  (needs {', '.join(action.needs)})" if action.needs else ""
         lines.append(f"{index}. {action.id}{needs}")
         lines.extend(f"     - {text}" for text in summarize_reasons(action))
+    lines.extend(describe_existing(plan))
     if plan.skipped:
         lines.append(f"Skipped: {len(plan.skipped)} path(s) that change nothing")
         lines.extend(f"     - {describe_skipped(s)}" for s in plan.skipped[:SHOWN_REASONS])
@@ -147,6 +158,8 @@ def print_table(plan: Plan, console: Any) -> None:
         console.print(
             f"{escape(f'Plan for {describe_range(plan)}')}\n[green]Nothing to do.[/green]"
         )
+    for line in describe_existing(plan):
+        console.print(f"[dim]{escape(line)}[/dim]")
     if plan.skipped:
         console.print(f"[dim]Skipped {len(plan.skipped)} path(s) that change nothing.[/dim]")
     if plan.unmatched:
@@ -198,6 +211,10 @@ def render_markdown(plan: Plan) -> str:
             because = "<br>".join(_md(r) for r in summarize_reasons(action))
             out.append(f"| {index} | `{action.id}` | {', '.join(action.needs)} | {because} |")
         out += ["", "```mermaid", render_mermaid(plan), "```"]
+    if plan.existing:
+        out += ["", f"<details><summary>{len(plan.existing)} action(s) already done</summary>", ""]
+        out += [f"- `{e.id}`: {_md(e.note)} ({_code(e.artifact)})" for e in plan.existing]
+        out += ["", "</details>"]
     if plan.skipped:
         out += ["", f"<details><summary>{len(plan.skipped)} skipped path(s)</summary>", ""]
         out += [

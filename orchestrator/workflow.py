@@ -116,8 +116,10 @@ def plan_target(target: Target, env: Mapping[str, str], services: Services | Non
     ref = detect_ref(env, git)
     location = ledger_location(rules, ref)
     deployed = None
-    if services is not None and location is not None and (
-        git is None or uses_ledger_base(target, env)
+    if (
+        services is not None
+        and location is not None
+        and (git is None or uses_ledger_base(target, env))
     ):
         deployed = ledger.read(location, services.env())
     if git is None:
@@ -181,6 +183,7 @@ def ledger_location(rules: Rules, ref: str) -> ledger.Location | None:
 class Prepared:
     """The finished plan every command shows and every executor runs."""
 
+    target: Target
     rules: Rules
     finished: Finished
     planned: Planned
@@ -215,7 +218,7 @@ def prepare(
         images_required=services.images_required,
         buildable=frozenset(n for n, c in planned.contexts.items() if c.exists),
     )
-    return Prepared(rules, finished, replace(planned, deployed=deployed), services)
+    return Prepared(target, rules, finished, replace(planned, deployed=deployed), services)
 
 
 class StoreProbe:
@@ -352,9 +355,7 @@ def detect_ref(env: Mapping[str, str], git: Git | None) -> str:
     return (git.current_ref() if git is not None else None) or "refs/heads/detached"
 
 
-def name_build(
-    tree: Tree, rules: Rules, plan: Plan, ref: str, *, data_uri: str = ""
-) -> Artifacts:
+def name_build(tree: Tree, rules: Rules, plan: Plan, ref: str, *, data_uri: str = "") -> Artifacts:
     """Content-addressed names of every artifact at the plan's head (see ``artifacts``).
 
     Each name hashes the git object ids of the files it is made from, as ``tree`` gives them

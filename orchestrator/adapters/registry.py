@@ -96,8 +96,8 @@ def _google_token(env: Mapping[str, str]) -> str:
         credentials, _ = google.auth.default(
             scopes=["https://www.googleapis.com/auth/cloud-platform"]
         )
-        credentials.refresh(google.auth.transport.requests.Request())
-    except Exception as exc:  # google.auth raises several credential error types
+        credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+    except Exception as exc:  # noqa: BLE001 - google.auth raises several credential error types
         raise ServiceUnreachable(
             "looking up images in Artifact Registry needs credentials: run "
             f"`gcloud auth application-default login` ({type(exc).__name__})"

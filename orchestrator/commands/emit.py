@@ -16,16 +16,18 @@ from orchestrator.commands.io import CommandIO
 from orchestrator.emit import yaml_text
 from orchestrator.emit.cloudbuild import emit_build
 from orchestrator.errors import EXIT_OK, InputError
-from orchestrator.model import Plan, Rules
+from orchestrator.model import Plan
 from orchestrator.render import describe_range
-from orchestrator.workflow import Target, make_plan, name_build
+from orchestrator.services import Services
+from orchestrator.workflow import Prepared, Target, prepare
 
 NOTHING_TO_EMIT = "nothing to do: the plan has no actions, so no build was emitted"
 
 
-def run(target: Target, output: Path | None, io: CommandIO) -> int:
-    rules, plan = make_plan(target, io.env)
-    build = build_config(target, rules, plan, io.env)
+def run(target: Target, output: Path | None, io: CommandIO, services: str | None = None) -> int:
+    prepared = prepare(target, io.env, Services.resolve(target.repo, io.env, services))
+    build = build_config(prepared)
+    plan = prepared.plan
     if build is None:
         io.stderr.write(NOTHING_TO_EMIT + (f" ({output} left as it was)" if output else "") + "\n")
         return EXIT_OK
@@ -38,13 +40,11 @@ def run(target: Target, output: Path | None, io: CommandIO) -> int:
     return EXIT_OK
 
 
-def build_config(
-    target: Target, rules: Rules, plan: Plan, env: Mapping[str, str]
-) -> dict[str, Any] | None:
-    """The Build dict for ``plan`` (``None`` for an empty plan). Raises ``ConfigError``."""
-    if not plan.actions:
+def build_config(prepared: Prepared) -> dict[str, Any] | None:
+    """The Build dict for the finished plan (``None`` when it has no actions)."""
+    if not prepared.plan.actions:
         return None
-    return emit_build(plan, rules, name_build(target, rules, plan, env))
+    return emit_build(prepared.plan, prepared.rules, prepared.artifacts)
 
 
 def config_yaml(plan: Plan, build: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ from orchestrator.errors import EXIT_OK
 from orchestrator.matching import Matcher, RuleExplanation
 from orchestrator.model import ChangedPath, ChangeSet
 from orchestrator.planning import UnmatchedPathsError, plan_changes
+from orchestrator.trees import CommitTree, WorkingTree
 from orchestrator.workflow import Target, load_contexts, open_repo
 
 
@@ -25,7 +26,8 @@ def run(target: Target, paths: Sequence[str], io: CommandIO) -> int:
     if rules.components or target.head != "HEAD":
         git = open_repo(target.repo)
         head = require_head(git, target.head).sha
-        contexts = load_contexts(git, rules, head, working_tree=target.working_tree)
+        tree = WorkingTree(git) if target.working_tree else CommitTree(git, head)
+        contexts = load_contexts(tree, rules)
     existing = [c.component.context for c in contexts.values() if c.exists]
     explained: list[tuple[str, Sequence[RuleExplanation], Sequence[str], str]] = []
     for path in paths:

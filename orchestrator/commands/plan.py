@@ -11,27 +11,38 @@ import re
 from orchestrator import render
 from orchestrator.commands.io import CommandIO
 from orchestrator.errors import EXIT_OK, ConfigError, InputError
-from orchestrator.model import Plan, Rules
+from orchestrator.model import Plan
 from orchestrator.output import make_console, wants_rich
-from orchestrator.workflow import Target, make_plan
+from orchestrator.services import Services
+from orchestrator.workflow import Prepared, Target, prepare
 
 
-def run(target: Target, fmt: str, io: CommandIO, *, show_config: bool = False) -> int:
-    rules, plan = make_plan(target, io.env)
-    show(plan, fmt, io)
+def run(
+    target: Target,
+    fmt: str,
+    io: CommandIO,
+    services: str | None = None,
+    *,
+    show_config: bool = False,
+) -> int:
+    """The finished plan (``workflow.prepare``): what ``run`` with the same ``--services``
+    would execute."""
+    prepared = prepare(target, io.env, Services.resolve(target.repo, io.env, services))
+    show(prepared.plan, fmt, io)
     if show_config and fmt in ("table", "markdown"):
-        _show_config(target, rules, plan, fmt, io)
+        _show_config(prepared, fmt, io)
     return EXIT_OK
 
 
-def _show_config(target: Target, rules: Rules, plan: Plan, fmt: str, io: CommandIO) -> None:
+def _show_config(prepared: Prepared, fmt: str, io: CommandIO) -> None:
     from orchestrator.commands import emit
 
     try:
-        build = emit.build_config(target, rules, plan, io.env)
+        build = emit.build_config(prepared)
     except ConfigError as exc:
         io.stdout.write(f"\nCloud Build config: not shown: {exc}\n")
         return
+    plan = prepared.plan
     if build is None:
         io.stdout.write("\nCloud Build config: none (the plan has no actions)\n")
         return

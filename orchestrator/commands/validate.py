@@ -6,6 +6,7 @@ from orchestrator.changes import require_head
 from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
 from orchestrator.errors import EXIT_BAD_INPUT, EXIT_OK
+from orchestrator.trees import CommitTree, WorkingTree
 from orchestrator.workflow import Target, load_contexts, open_repo
 
 
@@ -18,7 +19,8 @@ def run(target: Target, io: CommandIO) -> int:
     if rules.components or target.head != "HEAD":
         git = open_repo(target.repo)
         head = require_head(git, target.head).sha
-        contexts = load_contexts(git, rules, head, working_tree=target.working_tree)
+        tree = WorkingTree(git) if target.working_tree else CommitTree(git, head)
+        contexts = load_contexts(tree, rules)
         for context in contexts.values():
             if not context.exists:
                 component = context.component

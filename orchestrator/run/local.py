@@ -5,10 +5,10 @@ parameter): actions run in dependency order, independent ones concurrently on a 
 pool; a failed step marks everything that needs it (directly or not) ``skipped``; ``publish``
 starts only after every other action has finished, and never after a failure.
 
-``run_local(...)`` wires it to the real steps (``run.steps``) with the embedded local default:
-unless ``STORAGE_EMULATOR_HOST`` is set, the bucket is the directory
-``<repo>/.orchestrator/bucket``; unless ``PUBSUB_EMULATOR_HOST`` is set, ``publish`` hands the
-message to ``function/main.py`` in this process, which runs the pipeline with kfp.local.
+``run_local(...)`` wires it to the real steps (``run.steps``) and the services chosen
+(``orchestrator.services``): by default the directory bucket ``<repo>/.orchestrator/bucket``,
+and a ``publish`` that hands the message to ``function/main.py`` in this process, which runs
+the pipeline with kfp.local.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from orchestrator.adapters.pubsub import EMULATOR_HOST_VAR as PUBSUB_EMULATOR_VAR
-from orchestrator.adapters.storage import EMULATOR_HOST_VAR as STORAGE_EMULATOR_VAR
-from orchestrator.adapters.storage import LOCAL_BUCKET_ROOT_VAR
+from orchestrator import message as message_schema
 from orchestrator.artifacts import Artifacts
 from orchestrator.errors import OrchestratorError
 from orchestrator.model import Action, Plan, Rules
 from orchestrator.output import wants_rich
 from orchestrator.run import steps
 from orchestrator.run.report import PipelineRun, RunReport, StepReport, StepStatus, overall_status
+from orchestrator.services import STATE_DIR, Services
 
 WORKERS = 2
 
@@ -155,65 +154,35 @@ def execute(
 # --- the embedded local default ----------------------------------------------------------
 
 
-#: ``cloud``: the local executor uploads to real Cloud Storage and publishes to real Pub/Sub
-#: (application default credentials) instead of the embedded default. Set by ``run --services``.
-SERVICES_VAR = "ORCHESTRATOR_SERVICES"
-
-
-def uses_cloud(env: Mapping[str, str]) -> bool:
-    return env.get(SERVICES_VAR) == "cloud"
-
-
-def local_env(repo: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """The environment for a local run: a directory bucket unless a storage emulator is set
-    or the run targets the real cloud services."""
-    run_env = dict(env)
-    if not (
-        run_env.get(STORAGE_EMULATOR_VAR) or run_env.get(LOCAL_BUCKET_ROOT_VAR) or uses_cloud(env)
-    ):
-        run_env[LOCAL_BUCKET_ROOT_VAR] = str((repo / steps.STATE_DIR / "bucket").resolve())
-    return run_env
-
-
-def publish_mode(env: Mapping[str, str]) -> steps.PublishMode:
-    """Pub/Sub (the emulator, or the real service with --services cloud), else in-process."""
-    return "pubsub" if env.get(PUBSUB_EMULATOR_VAR) or uses_cloud(env) else "in-process"
-
-
 def run_local(
     repo: Path,
     rules: Rules,
     plan: Plan,
     artifacts: Artifacts,
-    env: Mapping[str, str],
+    services: Services,
     *,
     progress: Progress | None = None,
     workers: int = WORKERS,
+    reason: message_schema.Reason = "commit",
 ) -> RunReport:
-    """Run ``plan`` here with the real steps. ``env`` is the caller's environment."""
-    run_env = local_env(repo, env)
-    outputs = repo / steps.STATE_DIR / "outputs"
+    """Run ``plan`` here with the real steps, against ``services``."""
+    outputs = repo / STATE_DIR / "outputs"
     if outputs.exists():
         shutil.rmtree(outputs)  # a digest from an earlier run must not leak into this one
     shown = progress or NullProgress()
-    context = steps.StepContext(
-        repo=repo,
-        rules=rules,
-        artifacts=artifacts,
-        env=run_env,
-        publish_mode=publish_mode(run_env),
-        plan=plan,
-    )
+    env = services.env()
+    mode: steps.PublishMode = "in-process" if services.publish == "in-process" else "pubsub"
 
     def run_step(action: Action) -> steps.StepOutcome:
         ctx = steps.StepContext(
-            repo=context.repo,
-            rules=context.rules,
-            artifacts=context.artifacts,
-            env=context.env,
-            publish_mode=context.publish_mode,
-            plan=context.plan,
+            repo=repo,
+            rules=rules,
+            artifacts=artifacts,
+            env=env,
+            publish_mode=mode,
+            plan=plan,
             log=lambda line: shown.log(action.id, line),
+            reason=reason,
         )
         return steps.run_step(action, ctx)
 

@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ class StepContext:
     #: the plan being run, for the publish message's action summaries (None: not known here)
     plan: Plan | None = None
     log: Log = field(default=lambda _line: None)
+    #: why the run is wanted: commit (a build), or manual / schedule / data (``trigger``)
+    reason: message_schema.Reason = "commit"
 
     def outputs_dir(self) -> Path:
         return self.repo / STATE_DIR / "outputs"
@@ -267,7 +270,11 @@ def publish(action: Action, ctx: StepContext) -> StepOutcome:
             "with a base before the pipeline's last change (--base) or a commit that touches "
             "rules.toml (which plans all)"
         ) from None
-    msg = build_message(ctx)
+    return send(ctx, build_message(ctx))
+
+
+def send(ctx: StepContext, msg: message_schema.PublishMessage) -> StepOutcome:
+    """Publish ``msg`` to the topic, or hand it to the function in this process."""
     encoded = message_schema.encode(msg)
     published = message_schema.to_json_dict(msg)
     if ctx.publish_mode == "pubsub":
@@ -289,6 +296,9 @@ def publish(action: Action, ctx: StepContext) -> StepOutcome:
 
 
 def build_message(ctx: StepContext) -> message_schema.PublishMessage:
+    """The run request for this build's artifacts. Every publish gets its own request id (a
+    redelivery keeps it) and asks to retry a state whose last run failed or was interrupted:
+    the tool publishes only when a run is wanted."""
     artifacts = ctx.artifacts
     return message_schema.PublishMessage(
         commit=artifacts.commit,
@@ -298,6 +308,10 @@ def build_message(ctx: StepContext) -> message_schema.PublishMessage:
         images=image_refs(ctx),
         parameters=dict(artifacts.parameters),
         actions=action_summaries(ctx.plan),
+        data_uri=artifacts.data_uri,
+        reason=ctx.reason,
+        request_id=uuid.uuid4().hex,
+        retry=True,
     )
 
 
@@ -323,6 +337,7 @@ def _run_in_process(
             "CT_BUCKET": ctx.artifacts.bucket,
             "CT_BACKEND": "local",
             "CT_PIPELINE_ROOT": str(pipeline_root),
+            "CT_STATE_PREFIX": ctx.rules.project.prefix,
         }
     )
     ctx.log("running the pipeline locally (function/main.py, local backend)")

@@ -1,0 +1,142 @@
+"""``trigger``: start a run of the deployed state, without a commit.
+
+Reads the deploy ledger of the branch and publishes a run of exactly that state (its spec,
+source and images), with new parameters (``--params FILE``) or data (``--data URI``) when
+given: what Cloud Scheduler (``--reason schedule``) or a person (``manual``, the default)
+asks for. The same publish as a build's (``run.steps.send``): to Pub/Sub, or on the embedded
+default to ``function/`` in this process, which prints the run's result. The run's state is
+then recorded as deployed, so later builds train on the newest data too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+from orchestrator import ledger, objects
+from orchestrator.artifacts import Artifacts, parse_parameters
+from orchestrator.commands.io import CommandIO
+from orchestrator.config import load_rules
+from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, ConfigError, InputError
+from orchestrator.message import REASONS, ActionSummary, run_identity
+from orchestrator.run import steps
+from orchestrator.services import Services
+from orchestrator.workflow import (
+    Target,
+    detect_ref,
+    ledger_location,
+    open_checkout,
+    with_overrides,
+)
+
+
+def run(
+    target: Target,
+    io: CommandIO,
+    services_choice: str,
+    *,
+    reason: str,
+    params_file: Path | None,
+    data: str | None,
+    branch: str | None,
+) -> int:
+    if reason not in REASONS:
+        raise InputError(f"--reason must be one of {', '.join(REASONS)}, not {reason!r}")
+    services = Services.resolve(target.repo, io.env, services_choice)
+    env = services.env()
+    rules = with_overrides(load_rules(target.rules_path), io.env)
+    ref = f"refs/heads/{branch}" if branch else detect_ref(io.env, open_checkout(target.repo))
+    location = ledger_location(rules, ref)
+    if location is None:
+        raise ConfigError("[project] bucket is required to find the deploy ledger",
+                          file=rules.source, key="project.bucket")  # fmt: skip
+    entry = ledger.read(location, env)
+    if entry is None:
+        raise InputError(
+            f"nothing is deployed for {location.branch} yet ({location.uri} does not exist): "
+            "run a build first"
+        )
+    state = entry.state
+    parameters = dict(state.parameters)
+    if params_file is not None:
+        try:
+            text = params_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"--params {params_file}: {exc.strerror or exc}") from None
+        parameters.update(parse_parameters(text, source=str(params_file)))
+    data_uri = _data_uri(data, state.data_uri, services)
+    artifacts = Artifacts(
+        commit=state.commit,
+        ref=state.ref,
+        bucket=location.bucket,
+        images=tuple(sorted(state.images.items())),
+        source_uri=state.source_uri,
+        spec_uri=state.pipeline_spec_uri,
+        parameters=tuple(sorted(parameters.items())),
+        function_input=state.hashes.get("function", ""),
+        data_uri=data_uri,
+    )
+
+    def log(line: str) -> None:
+        if services.publish == "in-process":
+            return  # the pipeline's own output; the result line says what matters
+        io.stdout.write(f"[trigger] {line}\n")
+
+    ctx = steps.StepContext(
+        repo=target.repo,
+        rules=rules,
+        artifacts=artifacts,
+        env=env,
+        publish_mode="in-process" if services.publish == "in-process" else "pubsub",
+        log=log,
+        reason=reason,
+    )
+    summary = f"{reason} run of {state.branch}'s deployed state" + (
+        f" on {data_uri}" if data_uri else ""
+    )
+    message = replace(steps.build_message(ctx), actions=(ActionSummary("trigger", summary),))
+    io.stdout.write(f"Triggering a {summary} ({state.commit[:12]}).\n")
+    outcome = steps.send(ctx, message)
+    io.stdout.write(outcome.message + "\n")
+    if outcome.pipeline_run is not None and outcome.pipeline_run.metrics:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(outcome.pipeline_run.metrics.items()))
+        io.stdout.write(f"pipeline run {outcome.pipeline_run.run_id}: {metrics}\n")
+    if outcome.error:
+        io.stderr.write(f"orchestrator: error: {outcome.error}\n")
+        return EXIT_STEP_FAILED
+    spec = objects.read(state.pipeline_spec_uri, env)
+    run_id = ""
+    if spec is not None:
+        run_id = run_identity(
+            hashlib.sha256(spec.data).hexdigest(),
+            state.source_uri,
+            dict(state.images),
+            parameters,
+            data_uri,
+        )
+    ledger.record(
+        location,
+        replace(state, parameters=parameters, data_uri=data_uri, run_id=run_id),
+        env,
+        is_ancestor=None,
+    )
+    return EXIT_OK
+
+
+def _data_uri(data: str | None, deployed: str, services: Services) -> str:
+    """``--data``: a ``gs://`` URI, or on the embedded default a local file."""
+    if data is None:
+        return deployed
+    if data.startswith("gs://"):
+        objects.parse_uri(data)  # a clean key, or a one-line error
+        return data
+    if services.publish != "in-process":
+        raise InputError(
+            f"--data {data}: a run in the cloud reads gs:// URIs only; upload the file to the "
+            "bucket (under [data] prefix, which starts a run by itself) or pass its gs:// URI"
+        )
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise InputError(f"--data {data}: no such file")
+    return str(path.resolve())
