@@ -1,64 +1,145 @@
-"""Trigger function: receive the build's Pub/Sub message and launch one pipeline run.
+"""Trigger function: turn a run request, or new data in the bucket, into exactly one pipeline run.
 
 Deployed as a Cloud Function (gen2) with a Pub/Sub trigger; entry point ``on_message``
 (a ``functions_framework.cloud_event`` handler). The orchestrator's local executor calls
 ``handle_message`` directly, in process, for the embedded local default; load this file by path
 with ``importlib.util.spec_from_file_location`` and put the module in ``sys.modules`` before
-executing it (its dataclasses need that).
+executing it (its dataclasses need that). Deployed, ``ct_message.py`` and ``ct_objects.py``
+(copies of ``orchestrator/message.py`` and ``orchestrator/objects.py``) sit next to it.
 
 Configuration (environment variables):
 
-===================== =====================================================================
-``CT_BUCKET``          the only bucket a pipeline spec / training source may come from
-``CT_BACKEND``         ``vertex`` | ``kfp`` | ``local`` (default ``vertex``)
-``CT_PROJECT``         Google Cloud project (vertex)
-``CT_REGION``          Vertex AI region (default ``us-central1``)
-``CT_PIPELINE_ROOT``   pipeline root: ``gs://...`` (vertex; kfp, optional), a local
-                       directory (local)
-``CT_DATA_URI``        the ``data_uri`` pipeline parameter (default: the bundled digits)
-``CT_SERVICE_ACCOUNT`` service account the run executes as (vertex, kfp)
-``CT_KFP_HOST``        Kubeflow Pipelines endpoint, e.g. ``http://ml-pipeline-ui:80`` (kfp)
-``CT_KFP_EXPERIMENT``  Kubeflow experiment name (default ``continuous-training``)
-``CT_ENABLE_CACHING``  ``true`` | ``false`` (default ``true``)
-``CT_LOCAL_RUNNER``    ``subprocess`` (no Docker) | ``docker`` (the built images) (local)
-``CT_VERTEX_ENDPOINT`` Vertex API endpoint override, e.g. a private endpoint; an
-                       ``http://`` endpoint uses REST with anonymous credentials (tests)
-===================== =====================================================================
+========================= =================================================================
+``CT_BUCKET``              the only bucket a pipeline spec / training source may come from;
+                           the runs registry lives in it too
+``CT_BACKEND``             ``vertex`` | ``kfp`` | ``local`` (default ``vertex``)
+``CT_PROJECT``             Google Cloud project (vertex)
+``CT_REGION``              Vertex AI region (default ``us-central1``)
+``CT_PIPELINE_ROOT``       pipeline root: ``gs://...`` (vertex; kfp, optional), a local
+                           directory (local)
+``CT_DATA_URI``            the ``data_uri`` pipeline parameter when a message gives none
+                           (default: the pipeline's own default, the bundled digits)
+``CT_SERVICE_ACCOUNT``     service account the run executes as (vertex, kfp)
+``CT_KFP_HOST``            Kubeflow Pipelines endpoint, e.g. ``http://ml-pipeline-ui:80`` (kfp)
+``CT_KFP_EXPERIMENT``      Kubeflow experiment name (default ``continuous-training``)
+``CT_ENABLE_CACHING``      ``true`` | ``false`` (default ``true``)
+``CT_LOCAL_RUNNER``        ``subprocess`` (no Docker) | ``docker`` (the built images) (local)
+``CT_VERTEX_ENDPOINT``     Vertex API endpoint override, e.g. a private endpoint; an
+                           ``http://`` endpoint uses REST with anonymous credentials (tests)
+``CT_STATE_PREFIX``        where the function keeps its state in ``CT_BUCKET`` (default ``ct``):
+                           the runs registry is ``gs://<CT_BUCKET>/<prefix>/runs/``
+``CT_DATA_PREFIX``         object-name prefix of training data, e.g. ``data/``; unset: storage
+                           notifications are acknowledged and ignored
+``CT_DATA_BUCKET``         the bucket whose notifications count (default ``CT_BUCKET``)
+``CT_LEDGER_URI``          the deploy-ledger record a data notification retrains (default
+                           ``gs://<CT_BUCKET>/<prefix>/ledger/main/default.json``)
+``CT_LEASE_SECONDS``       lease of a local run's registry entry (default 300; renewed every
+                           fifth of it while the run goes on)
+========================= =================================================================
 
-Storage: ``ORCHESTRATOR_LOCAL_BUCKET_ROOT=/dir`` reads ``gs://b/k`` from ``/dir/b/k``;
-``STORAGE_EMULATOR_HOST`` selects a storage emulator; otherwise Google Cloud Storage.
+Storage goes through ``objects.py``: ``ORCHESTRATOR_LOCAL_BUCKET_ROOT=/dir`` reads ``gs://b/k``
+from ``/dir/b/k``; ``STORAGE_EMULATOR_HOST`` selects a storage emulator; otherwise Google
+Cloud Storage.
 
-Outcomes: a malformed message (bad base64 or JSON, unknown schema, bad sha, a spec outside
-the bucket, unknown or mistyped parameters, a missing field or spec) is logged with its reason
-and acknowledged without a run. A transient error (the backend or storage unreachable) is
-raised so that Pub/Sub redelivers. A redelivered message starts no second run: the run id is
-derived from the commit and the spec's hash (the Vertex job id; a ledger entry under the
-pipeline root for the local backend; the run name for Kubeflow).
+Run identity and the runs registry
+----------------------------------
+A run is named by what it trains on, never by the commit: ``message.run_identity(sha256 of the
+spec bytes, source URI, images, parameters, data URI, data version)``. Each identity has one
+registry object, ``gs://<CT_BUCKET>/<CT_STATE_PREFIX>/runs/<run_id>.json``::
+
+    {"run_id": "ct-<20 hex>", "status": "running" | "succeeded" | "failed" | "submitted",
+     "request_id": "...", "attempt": 1, "job_id": "ct-<20 hex>[-a<attempt>]",
+     "commit": "<sha>", "data_uri": "...", "started": "<ISO 8601 UTC>",
+     "lease_expires": "<ISO 8601 UTC>" | "", "host": "<hostname>#<boot id>", "pid": 1234,
+     "metrics": {...}, "detail": "..."}
+
+It is claimed with a create-only write and taken over with a compare-and-swap on the
+generation that was read, so of two deliveries racing for one identity exactly one runs:
+
+- no entry: claim it and run (attempt 1);
+- ``succeeded``, or ``submitted`` (vertex, kfp: the function does not wait for the outcome):
+  a duplicate, reporting the earlier run and its metrics;
+- ``running`` with a live lease, and (on the same host) a live process: a duplicate, "in
+  progress";
+- ``running`` whose lease expired, or whose process on this host is gone (SIGTERM, SIGKILL, a
+  crash): taken over, same attempt and job id, and run;
+- ``failed``: run again (attempt + 1) only for a message with ``retry`` true whose
+  ``request_id`` differs from the entry's (a redelivery of that request must not rerun);
+  otherwise a duplicate reporting the failure;
+- an entry that cannot be read: replaced (taken over).
+
+A local run holds a lease of ``CT_LEASE_SECONDS`` (300 s), renewed every 60 s; a vertex or kfp
+claim holds 120 s, until the job is submitted. When a local run ends with an exception,
+KeyboardInterrupt or SystemExit, its entry is left ``running`` with an expired lease and the
+reason in ``detail``: an interruption is not a verdict, so the next delivery, with or without
+``retry``, takes it over. A killed process cannot write that; its pid (same host) or its lease
+(elsewhere) gives it away. The job id (Vertex job id, Kubeflow run name, local run directory)
+is the run id for attempt 1 and ``<run_id>-a<attempt>`` for retries; a Vertex 409 or an
+existing Kubeflow run of that name is reported as a duplicate.
+
+Data notifications
+------------------
+A Cloud Storage ``OBJECT_FINALIZE`` notification (attributes ``eventType``, ``bucketId``,
+``objectId``, ``objectGeneration``, ``payloadFormat``; data: the object's JSON metadata) for an
+object under ``CT_DATA_PREFIX`` in ``CT_DATA_BUCKET`` starts a run of the deployed state in
+``CT_LEDGER_URI`` (its spec, source, images and parameters) with ``data_uri =
+gs://<bucket>/<objectId>``, ``data_version = objectGeneration``, ``reason = "data"`` and a
+``request_id`` derived from bucket, object and generation; the registry makes a notification
+delivered twice one run.
+
+Outcomes, one JSON log line each (``severity``, ``message``, ``message_id``):
+
+- ``ERROR rejected message <id>: <reason>``: malformed or permanently unusable (bad base64 or
+  JSON, unknown schema, bad sha, a spec outside the bucket or missing or not a pipeline,
+  unknown or mistyped parameters, a bad ledger record); acknowledged, nothing runs.
+- ``INFO ignored message <id>: <reason>``: a storage notification that asks for nothing (data
+  notifications off, another event type, another bucket, outside the prefix, no ledger yet);
+  acknowledged, nothing runs.
+- ``INFO|ERROR message <id>: run <run_id> <status>`` with ``run``: started, duplicate or failed.
+- ``WARNING transient failure for message <id>, will be redelivered: ...``: storage or the
+  backend unreachable, or the function misconfigured; raised so that Pub/Sub redelivers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import socket
 import sys
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import functions_framework
 
 try:  # inside the repository (and the orchestrator's in-process call)
-    from orchestrator import message
-except ImportError:  # deployed: the deploy step copies orchestrator/message.py here
+    from orchestrator import message, objects
+except ImportError:  # deployed: the deploy step copies both modules here
     import ct_message as message  # type: ignore[import-not-found, no-redef]
+    import ct_objects as objects  # type: ignore[import-not-found, no-redef]
 
 MessageError = message.MessageError
+StateError = message.StateError
+#: What redelivery cannot fix: acknowledged with one log line.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (MessageError, StateError)
 Backend = Literal["vertex", "kfp", "local"]
 FUNCTION_DIR = Path(__file__).resolve().parent
+
+#: Lease of a vertex/kfp claim: long enough to submit the job.
+SUBMIT_LEASE_SECONDS = 120
+DEFAULT_LOCAL_LEASE_SECONDS = 300
+#: Tries at claiming a registry entry that others keep changing, before giving up (transient).
+CLAIM_TRIES = 8
+FINALIZE = "OBJECT_FINALIZE"
+_NOTIFICATION_ATTRIBUTES = ("eventType", "bucketId", "objectId", "payloadFormat")
 
 _SPEC_TYPES: dict[str, tuple[type, ...]] = {
     "STRING": (str,),
@@ -86,6 +167,18 @@ class Config:
     enable_caching: bool = True
     local_runner: Literal["subprocess", "docker"] = "subprocess"
     vertex_endpoint: str | None = None
+    state_prefix: str = "ct"
+    data_prefix: str = ""
+    data_bucket: str = ""
+    ledger_uri: str = ""
+    lease_seconds: int = DEFAULT_LOCAL_LEASE_SECONDS
+
+    @property
+    def notification_bucket(self) -> str:
+        return self.data_bucket or self.bucket
+
+    def registry_uri(self, run_id: str) -> str:
+        return f"gs://{self.bucket}/{self.state_prefix}/runs/{run_id}.json"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -93,12 +186,31 @@ class Config:
         bucket = env.get("CT_BUCKET", "")
         if not bucket:
             raise ConfigError("CT_BUCKET is not set")
+        _check_bucket("CT_BUCKET", bucket)
         backend = env.get("CT_BACKEND", "vertex")
         if backend not in ("vertex", "kfp", "local"):
             raise ConfigError(f"CT_BACKEND must be vertex, kfp or local, not {backend!r}")
         runner = env.get("CT_LOCAL_RUNNER", "subprocess")
         if runner not in ("subprocess", "docker"):
             raise ConfigError(f"CT_LOCAL_RUNNER must be subprocess or docker, not {runner!r}")
+        state_prefix = env.get("CT_STATE_PREFIX", "ct").strip("/")
+        _check_prefix("CT_STATE_PREFIX", state_prefix)
+        data_prefix = env.get("CT_DATA_PREFIX", "")
+        if data_prefix:
+            _check_prefix("CT_DATA_PREFIX", data_prefix.rstrip("/"))
+        data_bucket = env.get("CT_DATA_BUCKET", "")
+        if data_bucket:
+            _check_bucket("CT_DATA_BUCKET", data_bucket)
+        ledger_uri = (
+            env.get("CT_LEDGER_URI") or f"gs://{bucket}/{state_prefix}/ledger/main/default.json"
+        )
+        try:
+            objects.parse_uri(ledger_uri)
+        except objects.BadUri as error:
+            raise ConfigError(f"CT_LEDGER_URI: {error}") from None
+        lease_text = env.get("CT_LEASE_SECONDS", str(DEFAULT_LOCAL_LEASE_SECONDS))
+        if not lease_text.isdigit() or not 5 <= int(lease_text) <= 86400:
+            raise ConfigError(f"CT_LEASE_SECONDS must be 5 to 86400 seconds, not {lease_text!r}")
         config = cls(
             bucket=bucket,
             backend=backend,  # type: ignore[arg-type]
@@ -112,6 +224,11 @@ class Config:
             enable_caching=env.get("CT_ENABLE_CACHING", "true").lower() not in ("0", "false", "no"),
             local_runner=runner,  # type: ignore[arg-type]
             vertex_endpoint=env.get("CT_VERTEX_ENDPOINT") or None,
+            state_prefix=state_prefix,
+            data_prefix=data_prefix,
+            data_bucket=data_bucket,
+            ledger_uri=ledger_uri,
+            lease_seconds=int(lease_text),
         )
         if backend == "vertex" and not (config.project and config.pipeline_root):
             raise ConfigError("the vertex backend needs CT_PROJECT and CT_PIPELINE_ROOT")
@@ -119,7 +236,48 @@ class Config:
             raise ConfigError("the kfp backend needs CT_KFP_HOST")
         if backend == "local" and not config.pipeline_root:
             raise ConfigError("the local backend needs CT_PIPELINE_ROOT (a local directory)")
+        if data_prefix:
+            config._check_data_prefix()
         return config
+
+    def _check_data_prefix(self) -> None:
+        """Data notifications must never fire for what the function itself writes (its
+        registry, the pipeline root), or each run would start another."""
+        own = [(self.bucket, self.state_prefix, "CT_STATE_PREFIX")]
+        if self.pipeline_root.startswith("gs://"):
+            try:
+                root = objects.parse_uri(self.pipeline_root.rstrip("/"))
+                own.append((root.bucket, root.key, "CT_PIPELINE_ROOT"))
+            except objects.BadUri as error:
+                raise ConfigError(f"CT_PIPELINE_ROOT: {error}") from None
+        for bucket, key, name in own:
+            if bucket == self.notification_bucket and _overlaps(self.data_prefix, key):
+                raise ConfigError(
+                    f"CT_DATA_PREFIX {self.data_prefix!r} overlaps {name} (gs://{bucket}/{key}/): "
+                    "the function's own writes would start runs"
+                )
+
+
+def _check_bucket(name: str, bucket: str) -> None:
+    try:
+        objects.parse_uri(f"gs://{bucket}/x")
+    except objects.BadUri:
+        raise ConfigError(f"{name} {bucket!r} is not a bucket name") from None
+
+
+def _check_prefix(name: str, prefix: str) -> None:
+    if not prefix:
+        raise ConfigError(f"{name} must not be empty")
+    try:
+        objects.check_key(prefix)
+    except objects.BadUri as error:
+        raise ConfigError(f"{name}: {error}") from None
+
+
+def _overlaps(prefix: str, area: str) -> bool:
+    """Can one object name start with both ``prefix`` and the directory ``area/``?"""
+    area = area.rstrip("/") + "/"
+    return prefix.startswith(area) or area.startswith(prefix)
 
 
 @dataclass(frozen=True)
@@ -128,9 +286,18 @@ class RunResult:
 
     run_id: str
     backend: str
-    status: Literal["succeeded", "failed", "submitted", "duplicate"]
+    status: Literal["succeeded", "failed", "submitted", "duplicate", "ignored"]
     metrics: Mapping[str, Any] = field(default_factory=dict)
     detail: str = ""
+    #: the Vertex job id, Kubeflow run name or local run directory of the run concerned
+    job_id: str = ""
+    attempt: int = 0
+    request_id: str = ""
+    #: for a duplicate: the registry entry's status (running, succeeded, failed, submitted)
+    previous_status: str = ""
+    #: why this run started when it was not a first claim (a takeover or a retry)
+    note: str = ""
+    data_uri: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +306,12 @@ class RunResult:
             "status": self.status,
             "metrics": dict(self.metrics),
             "detail": self.detail,
+            "job_id": self.job_id,
+            "attempt": self.attempt,
+            "request_id": self.request_id,
+            "previous_status": self.previous_status,
+            "note": self.note,
+            "data_uri": self.data_uri,
         }
 
 
@@ -151,6 +324,12 @@ class RunRequest:
     spec_bytes: bytes
     parameter_values: Mapping[str, Any]
     labels: Mapping[str, str]
+    job_id: str = ""
+    attempt: int = 1
+
+    @property
+    def data_uri(self) -> str:
+        return str(self.parameter_values.get("data_uri", ""))
 
 
 # ---------------------------------------------------------------------------
@@ -158,9 +337,9 @@ class RunRequest:
 # ---------------------------------------------------------------------------
 
 
-def run_id_for(commit: str, spec_bytes: bytes) -> str:
-    """Same commit and spec, same id: a redelivered message maps to the same run."""
-    return f"ct-{commit[:12]}-{hashlib.sha256(spec_bytes).hexdigest()[:12]}"
+def job_id_for(run_id: str, attempt: int) -> str:
+    """The backend's name for one attempt: the run id, then ``<run_id>-a<attempt>``."""
+    return run_id if attempt <= 1 else f"{run_id}-a{attempt}"
 
 
 def spec_inputs(spec_bytes: bytes) -> dict[str, dict[str, Any]]:
@@ -170,8 +349,11 @@ def spec_inputs(spec_bytes: bytes) -> dict[str, dict[str, Any]]:
     try:
         spec = yaml.safe_load(spec_bytes)
         parameters = spec["root"]["inputDefinitions"]["parameters"]
-    except (yaml.YAMLError, KeyError, TypeError) as error:
-        raise MessageError(f"the pipeline spec is not a compiled KFP pipeline ({error})") from None
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, RecursionError) as error:
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise MessageError(
+            f"the pipeline spec is not a compiled KFP pipeline ({type(error).__name__}: {text})"
+        ) from None
     if not isinstance(parameters, dict):
         raise MessageError("the pipeline spec has no root input parameters")
     return parameters
@@ -184,7 +366,8 @@ def check_parameters(values: Mapping[str, Any], inputs: Mapping[str, Mapping[str
                 f"parameter {name!r} is not a pipeline parameter "
                 f"(known: {', '.join(sorted(inputs))})"
             )
-        kind = str(inputs[name].get("parameterType", ""))
+        spec = inputs[name]
+        kind = str(spec.get("parameterType", "")) if isinstance(spec, Mapping) else ""
         allowed = _SPEC_TYPES.get(kind)
         if allowed is None:
             continue  # structs and lists are not published by builds; nothing to check
@@ -192,12 +375,13 @@ def check_parameters(values: Mapping[str, Any], inputs: Mapping[str, Mapping[str
         if (is_bool and bool not in allowed) or not isinstance(value, allowed):
             raise MessageError(
                 f"parameter {name!r} must be {kind.lower().replace('_', ' ')}, "
-                f"not {type(value).__name__} {value!r}"
+                f"not {type(value).__name__} {value!r}"[:300]
             )
     missing = sorted(
         name
         for name, spec in inputs.items()
-        if name not in values and "defaultValue" not in spec and not spec.get("isOptional")
+        if name not in values
+        and not (isinstance(spec, Mapping) and ("defaultValue" in spec or spec.get("isOptional")))
     )
     if missing:
         raise MessageError(f"required pipeline parameter(s) without a value: {', '.join(missing)}")
@@ -214,8 +398,15 @@ def prepare(
     config: Config,
     environ: Mapping[str, str] | None = None,
 ) -> RunRequest:
-    """Decode and validate a message against the configuration and the compiled spec."""
-    msg = message.decode(data, attributes)
+    """Decode and validate a run request against the configuration and the compiled spec."""
+    return prepare_message(message.decode(data, attributes), config, environ)
+
+
+def prepare_message(
+    msg: message.PublishMessage, config: Config, environ: Mapping[str, str] | None = None
+) -> RunRequest:
+    """Validate a decoded message against the configuration and the compiled spec it names."""
+    env = os.environ if environ is None else environ
     for name, uri in (
         ("pipeline spec", msg.pipeline_spec_uri),
         ("training source", msg.source_uri),
@@ -225,56 +416,438 @@ def prepare(
             raise MessageError(
                 f"the {name} {uri} is outside the configured bucket gs://{config.bucket}"
             )
-    try:
-        spec_bytes = read_bytes(msg.pipeline_spec_uri, environ)
-    except FileNotFoundError:
-        raise MessageError(f"the pipeline spec {msg.pipeline_spec_uri} does not exist") from None
+    if msg.data_uri.startswith("/"):
+        if config.backend != "local":
+            raise MessageError(
+                f"the data {msg.data_uri} is a local path, which only the local backend can read"
+            )
+        if not Path(msg.data_uri).is_file():
+            raise MessageError(f"the data {msg.data_uri} does not exist")
+    stored = objects.read(msg.pipeline_spec_uri, env)
+    if stored is None:
+        raise MessageError(f"the pipeline spec {msg.pipeline_spec_uri} does not exist")
+    spec_bytes = stored.data
     inputs = spec_inputs(spec_bytes)
     values: dict[str, Any] = dict(msg.parameters)
     values["source_uri"] = msg.source_uri
-    if config.data_uri and "data_uri" in inputs:
+    if msg.data_uri:
+        if "data_uri" not in inputs:
+            raise MessageError("the message names data, but the pipeline has no data_uri parameter")
+        values["data_uri"] = msg.data_uri
+    elif config.data_uri and "data_uri" in inputs:
         values.setdefault("data_uri", config.data_uri)
     check_parameters(values, inputs)
+    run_id = message.run_identity(
+        hashlib.sha256(spec_bytes).hexdigest(),
+        msg.source_uri,
+        msg.images,
+        msg.parameters,
+        msg.data_uri,
+        msg.data_version,
+    )
     return RunRequest(
         message=msg,
-        run_id=run_id_for(msg.commit, spec_bytes),
+        run_id=run_id,
         spec_bytes=spec_bytes,
         parameter_values=values,
-        labels={"ct-commit": _label(msg.commit), "ct-branch": _label(msg.branch)},
+        labels={
+            "ct-commit": _label(msg.commit),
+            "ct-branch": _label(msg.branch),
+            "ct-run": _label(run_id),
+            "ct-reason": _label(msg.reason),
+        },
     )
 
 
 # ---------------------------------------------------------------------------
-# Effects: storage and the three backends
+# Data notifications
 # ---------------------------------------------------------------------------
 
 
-def read_bytes(uri: str, environ: Mapping[str, str] | None = None) -> bytes:
-    """Read ``gs://bucket/key`` (see the module docstring for local and emulator modes)."""
+def is_storage_notification(attributes: Mapping[str, str]) -> bool:
+    return any(name in attributes for name in _NOTIFICATION_ATTRIBUTES)
+
+
+def notification_request_id(bucket: str, name: str, generation: str) -> str:
+    """The same object generation always gives the same request id (a redelivery)."""
+    digest = hashlib.sha256(f"gs://{bucket}/{name}#{generation}".encode()).hexdigest()
+    return f"gcs-{digest[:40]}"
+
+
+def prepare_notification(
+    data: bytes,
+    attributes: Mapping[str, str],
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+) -> RunRequest | str:
+    """A storage notification -> the run request of the deployed state on the new data, or
+    the reason it asks for nothing (a string). MessageError/StateError when it is unusable."""
     env = os.environ if environ is None else environ
-    bucket, key = message.parse_gs_uri(uri)
-    if env.get("ORCHESTRATOR_LOCAL_BUCKET_ROOT"):
-        return (Path(env["ORCHESTRATOR_LOCAL_BUCKET_ROOT"]) / bucket / key).read_bytes()
-    from google.api_core.exceptions import NotFound
-    from google.cloud import storage
-
-    if env.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-
-        client = storage.Client(project="local", credentials=AnonymousCredentials())
-    else:
-        client = storage.Client()
+    missing = [n for n in ("eventType", "bucketId", "objectId") if not attributes.get(n)]
+    if missing:
+        raise MessageError(
+            "a Cloud Storage notification must carry the attributes eventType, bucketId and "
+            f"objectId (missing: {', '.join(missing)})"
+        )
+    event, bucket, name = attributes["eventType"], attributes["bucketId"], attributes["objectId"]
+    where = f"gs://{bucket}/{name}"[:300]
+    if not config.data_prefix:
+        return f"data notifications are off (CT_DATA_PREFIX is not set): {event} {where}"
+    if event != FINALIZE:
+        return f"{event} {where}: only {FINALIZE} (a new object) starts a run"
+    if bucket != config.notification_bucket:
+        return f"{where} is not in the data bucket gs://{config.notification_bucket}"
+    if not name.startswith(config.data_prefix):
+        return f"{where} is outside the data prefix {config.data_prefix!r}"
+    if name.endswith("/"):
+        return f"{where} is a folder placeholder, not data"
+    if bucket == config.bucket and name.startswith(f"{config.state_prefix}/"):
+        return f"{where} is the function's own state"
     try:
-        data: bytes = client.bucket(bucket).blob(key).download_as_bytes()
-    except NotFound:
-        raise FileNotFoundError(uri) from None
-    return data
+        objects.check_key(name)
+    except objects.BadUri as error:
+        raise MessageError(f"the notification names an unusable object: {error}") from None
+    generation = attributes.get("objectGeneration", "")
+    if not re.fullmatch(r"[0-9]{1,20}", generation):
+        raise MessageError(
+            "the notification's objectGeneration must be a generation number, "
+            f"not {generation[:40]!r}"
+        )
+    if attributes.get("payloadFormat") == "JSON_API_V1" and data:
+        metadata = message.load_json(data, "the notification's object metadata")
+        if not isinstance(metadata, dict) or any(
+            key in metadata and str(metadata[key]) != expected
+            for key, expected in (("bucket", bucket), ("name", name), ("generation", generation))
+        ):
+            raise MessageError(f"the notification's object metadata does not describe {where}")
+    stored = objects.read(config.ledger_uri, env)
+    if stored is None:
+        return f"{where}: no deploy ledger at {config.ledger_uri} yet, nothing to retrain"
+    state = message.decode_state(stored.data, source=config.ledger_uri)
+    msg = message.PublishMessage(
+        commit=state.commit,
+        ref=state.ref,
+        pipeline_spec_uri=state.pipeline_spec_uri,
+        source_uri=state.source_uri,
+        images=state.images,
+        parameters=state.parameters,
+        actions=(message.ActionSummary("data", f"new data {where} (generation {generation})"),),
+        data_uri=f"gs://{bucket}/{name}",
+        data_version=generation,
+        reason="data",
+        request_id=notification_request_id(bucket, name, generation),
+    )
+    return prepare_message(msg, config, env)
+
+
+# ---------------------------------------------------------------------------
+# The runs registry
+# ---------------------------------------------------------------------------
+
+RunStatus = Literal["running", "succeeded", "failed", "submitted"]
+_RUN_STATUSES = ("running", "succeeded", "failed", "submitted")
+
+
+def _host_identity() -> str:
+    """This machine: the hostname, and the kernel's boot id when it can be read (two
+    containers or a rebooted machine with the same name are different hosts)."""
+    name = socket.gethostname()
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = ""
+    return f"{name}#{boot}" if boot else name
+
+
+HOST = _host_identity()
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` on this host still running? Unknown counts as alive."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited; only its parent has not reaped it yet
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def iso_utc(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text).timestamp() if text else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One run identity's registry object (see the module docstring)."""
+
+    run_id: str
+    status: RunStatus
+    request_id: str = ""
+    attempt: int = 1
+    job_id: str = ""
+    commit: str = ""
+    data_uri: str = ""
+    started: str = ""
+    lease_expires: str = ""
+    host: str = ""
+    pid: int = 0
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+    def to_bytes(self) -> bytes:
+        return (
+            json.dumps(
+                {
+                    "run_id": self.run_id,
+                    "status": self.status,
+                    "request_id": self.request_id,
+                    "attempt": self.attempt,
+                    "job_id": self.job_id,
+                    "commit": self.commit,
+                    "data_uri": self.data_uri,
+                    "started": self.started,
+                    "lease_expires": self.lease_expires,
+                    "host": self.host,
+                    "pid": self.pid,
+                    "metrics": dict(self.metrics),
+                    "detail": self.detail,
+                },
+                sort_keys=True,
+                indent=2,
+            )
+            + "\n"
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RegistryEntry:
+        """Parse an entry; MessageError saying why when it is not one."""
+        raw = message.load_json(data, "the registry entry")
+        if not isinstance(raw, dict):
+            raise MessageError("the registry entry is not a JSON object")
+        strings = ("run_id", "request_id", "job_id", "commit", "data_uri", "started",
+                   "lease_expires", "host", "detail")  # fmt: skip
+        if raw.get("status") not in _RUN_STATUSES:
+            raise MessageError(f"the registry entry has no known status ({raw.get('status')!r})")
+        for name in strings:
+            if not isinstance(raw.get(name, ""), str):
+                raise MessageError(f"the registry entry's {name!r} is not a string")
+        attempt, pid = raw.get("attempt", 1), raw.get("pid", 0)
+        if type(attempt) is not int or attempt < 1 or type(pid) is not int:
+            raise MessageError("the registry entry's attempt or pid is not a number")
+        metrics = raw.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise MessageError("the registry entry's metrics are not an object")
+        return cls(
+            status=raw["status"],
+            attempt=attempt,
+            pid=pid,
+            metrics=metrics,
+            **{name: raw.get(name, "") for name in strings},
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the registry entry says about a new delivery: claim (and with which attempt), or
+    not; ``note`` is the reason (a takeover or retry, or the duplicate's detail)."""
+
+    claim: bool
+    attempt: int = 1
+    note: str = ""
+
+
+def decide(
+    entry: RegistryEntry | None,
+    msg: message.PublishMessage,
+    now: float,
+    *,
+    host: str = HOST,
+    alive: Callable[[int], bool] = pid_alive,
+) -> Decision:
+    """The registry rules (see the module docstring). Pure: the clock and the process table
+    come in as parameters."""
+    if entry is None:
+        return Decision(True, 1)
+    if entry.status == "succeeded":
+        return Decision(False, note="already succeeded")
+    if entry.status == "submitted":
+        return Decision(False, note=f"already submitted as {entry.job_id or entry.run_id}")
+    if entry.status == "running":
+        lease = _epoch(entry.lease_expires)
+        if lease is None or now >= lease:
+            return Decision(
+                True,
+                entry.attempt,
+                f"took over attempt {entry.attempt}: its lease expired at "
+                f"{entry.lease_expires or '(none)'}"
+                + (f" ({entry.detail})" if entry.detail.startswith("interrupted") else ""),
+            )
+        if entry.host == host and not alive(entry.pid):
+            return Decision(
+                True,
+                entry.attempt,
+                f"took over attempt {entry.attempt}: its process {entry.pid} on {entry.host} "
+                "is gone",
+            )
+        return Decision(
+            False,
+            note=f"in progress: attempt {entry.attempt} on {entry.host or '?'} (pid {entry.pid}),"
+            f" lease until {entry.lease_expires}",
+        )
+    failure = entry.detail or "no detail"
+    if msg.retry and msg.request_id and msg.request_id != entry.request_id:
+        return Decision(
+            True,
+            entry.attempt + 1,
+            f"retry of failed attempt {entry.attempt} ({failure}), request {msg.request_id}",
+        )
+    hint = (
+        "this request already ran it; publish a new request with retry to run it again"
+        if msg.retry
+        else "publish it with retry to run it again"
+    )
+    return Decision(False, note=f"already failed: {failure} ({hint})")
+
+
+@dataclass
+class Claim:
+    """A registry entry this delivery owns, and the generation it last wrote."""
+
+    uri: str
+    generation: int
+    entry: RegistryEntry
+    env: Mapping[str, str]
+    lost: str = ""  # set when someone took the entry over meanwhile
+
+    def write(self, entry: RegistryEntry) -> bool:
+        """Replace the entry if it is still ours; False (and ``lost``) when it is not."""
+        if self.lost:
+            return False
+        try:
+            self.generation = objects.write(
+                self.uri, entry.to_bytes(), self.env, if_generation=self.generation
+            )
+        except objects.PreconditionFailed:
+            self.lost = f"{self.uri} was taken over by another delivery meanwhile"
+            return False
+        self.entry = entry
+        return True
+
+
+def claim(
+    request: RunRequest,
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+    *,
+    lease_seconds: float,
+    clock: Callable[[], float] = time.time,
+) -> Claim | RunResult:
+    """Claim the request's registry entry (create-only, or compare-and-swap on the generation
+    read), or return the duplicate RunResult the entry calls for."""
+    env = os.environ if environ is None else environ
+    uri = config.registry_uri(request.run_id)
+    msg = request.message
+    for _ in range(CLAIM_TRIES):
+        stored = objects.read(uri, env)
+        entry: RegistryEntry | None = None
+        if stored is None:
+            decision = Decision(True, 1)
+        else:
+            try:
+                entry = RegistryEntry.from_bytes(stored.data)
+            except MessageError as error:
+                decision = Decision(True, 1, f"replaced an unreadable registry entry: {error}")
+            else:
+                decision = decide(entry, msg, clock())
+        if not decision.claim and entry is not None:
+            return RunResult(
+                request.run_id,
+                config.backend,
+                "duplicate",
+                metrics=dict(entry.metrics),
+                detail=decision.note,
+                job_id=entry.job_id,
+                attempt=entry.attempt,
+                request_id=msg.request_id,
+                previous_status=entry.status,
+                data_uri=entry.data_uri,
+            )
+        now = clock()
+        mine = RegistryEntry(
+            run_id=request.run_id,
+            status="running",
+            request_id=msg.request_id,
+            attempt=decision.attempt,
+            job_id=job_id_for(request.run_id, decision.attempt),
+            commit=msg.commit,
+            data_uri=request.data_uri,
+            started=iso_utc(now),
+            lease_expires=iso_utc(now + lease_seconds),
+            host=HOST,
+            pid=os.getpid(),
+            detail=decision.note,
+        )
+        try:
+            generation = objects.write(
+                uri, mine.to_bytes(), env, if_generation=0 if stored is None else stored.generation
+            )
+        except objects.PreconditionFailed:
+            continue  # someone else wrote it first: read again and decide again
+        return Claim(uri, generation, mine, env)
+    raise objects.PreconditionFailed(f"{uri} kept changing while this delivery tried to claim it")
+
+
+class LeaseKeeper:
+    """Renews a claim's lease every ``every`` seconds in a daemon thread, while in a ``with``."""
+
+    def __init__(self, held: Claim, lease_seconds: float, every: float) -> None:
+        self._claim = held
+        self._lease = lease_seconds
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="ct-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self._every):
+            entry = replace(self._claim.entry, lease_expires=iso_utc(time.time() + self._lease))
+            try:
+                if not self._claim.write(entry):
+                    return
+            except Exception:  # noqa: BLE001, S112 - storage unreachable for now: next time
+                continue
+
+
+# ---------------------------------------------------------------------------
+# Effects: the three backends
+# ---------------------------------------------------------------------------
 
 
 def run_vertex(
     request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
 ) -> RunResult:
-    from google.api_core.exceptions import Conflict  # AlreadyExists is a Conflict (409)
+    from google.api_core import exceptions
     from google.cloud import aiplatform
 
     kwargs: dict[str, Any] = {}
@@ -286,17 +859,18 @@ def run_vertex(
             # For this job only, not aiplatform.init: aiplatform's pipeline-root ownership
             # check asks the real Resource Manager (no endpoint override) with the global
             # credentials; anonymous ones would send it there, retrying for about a minute.
-            credentials = AnonymousCredentials()
+            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
             kwargs["api_transport"] = "rest"
         kwargs["api_endpoint"] = config.vertex_endpoint
     aiplatform.init(project=config.project, location=config.region, **kwargs)
+    job_id = request.job_id or request.run_id
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "pipeline.yaml"
         template.write_bytes(request.spec_bytes)
         job = aiplatform.PipelineJob(
             display_name=f"ct-{request.message.branch}-{request.message.commit[:12]}"[:128],
             template_path=str(template),
-            job_id=request.run_id,
+            job_id=job_id,
             pipeline_root=config.pipeline_root,
             parameter_values=dict(request.parameter_values),
             labels=dict(request.labels),
@@ -307,8 +881,12 @@ def run_vertex(
         )
         try:
             job.submit(service_account=config.service_account)
-        except Conflict:
+        except exceptions.Conflict:  # AlreadyExists is a Conflict (409)
             return RunResult(request.run_id, "vertex", "duplicate", detail="job id already exists")
+        except (exceptions.BadRequest, exceptions.NotFound) as error:  # 400, 404: permanent
+            return RunResult(
+                request.run_id, "vertex", "failed", detail=f"Vertex AI refused {job_id}: {error}"
+            )
     return RunResult(request.run_id, "vertex", "submitted", detail=job.resource_name)
 
 
@@ -317,6 +895,7 @@ def run_kfp(
 ) -> RunResult:
     import kfp
 
+    name = request.job_id or request.run_id
     client = kfp.Client(host=config.kfp_host)
     experiment = client.create_experiment(name=config.kfp_experiment)
     existing = client.list_runs(
@@ -324,7 +903,7 @@ def run_kfp(
         page_size=1,
         filter=json.dumps(
             {"predicates": [{"key": "display_name", "operation": "EQUALS",
-                             "string_value": request.run_id}]}
+                             "string_value": name}]}
         ),
     )  # fmt: skip
     if existing.runs:
@@ -332,15 +911,22 @@ def run_kfp(
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "pipeline.yaml"
         package.write_bytes(request.spec_bytes)
-        run = client.create_run_from_pipeline_package(
-            str(package),
-            arguments=dict(request.parameter_values),
-            run_name=request.run_id,
-            experiment_id=experiment.experiment_id,  # the one searched above, not a new lookup
-            pipeline_root=config.pipeline_root or None,  # None: the deployment's default root
-            enable_caching=config.enable_caching,
-            service_account=config.service_account,
-        )
+        try:
+            run = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=dict(request.parameter_values),
+                run_name=name,
+                experiment_id=experiment.experiment_id,  # the one searched above
+                pipeline_root=config.pipeline_root or None,  # None: the deployment's default
+                enable_caching=config.enable_caching,
+                service_account=config.service_account,
+            )
+        except Exception as error:
+            if getattr(error, "status", None) in (400, 404, 422):  # kfp_server_api.ApiException
+                return RunResult(
+                    request.run_id, "kfp", "failed", detail=f"Kubeflow refused {name}: {error}"
+                )
+            raise
     return RunResult(request.run_id, "kfp", "submitted", detail=run.run_id)
 
 
@@ -348,71 +934,123 @@ def run_kfp(
 STORAGE_ENV = ("ORCHESTRATOR_LOCAL_BUCKET_ROOT", "STORAGE_EMULATOR_HOST")
 
 
-def run_local(
-    request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
-) -> RunResult:
-    """Run with kfp.local; a ledger entry created exclusively makes redeliveries no-ops."""
-    root = Path(config.pipeline_root)
-    ledger = root / ".ct-ledger"
-    ledger.mkdir(parents=True, exist_ok=True)
-    entry = ledger / f"{request.run_id}.json"
-    try:
-        with open(entry, "x") as f:
-            json.dump({"commit": request.message.commit, "status": "running"}, f)
-    except FileExistsError:
-        # The earlier run's metrics, so a redelivery (or a repeated local run) reports them;
-        # none while that run is still going.
-        previous = json.loads(entry.read_text() or "{}")
-        return RunResult(
-            request.run_id,
-            "local",
-            "duplicate",
-            metrics=previous.get("metrics") or {},
-            detail=f"already {previous.get('status', 'running')}",
-        )
-    env = os.environ if environ is None else environ
+def run_pipeline(
+    parameters: Mapping[str, Any],
+    pipeline_root: Path,
+    *,
+    runner: Literal["subprocess", "docker"],
+    images: Mapping[str, str],
+    env: Mapping[str, str],
+) -> Any:
+    """The repository's pipeline with kfp.local (``pipeline/local_run.py``)."""
     repo_root = str(FUNCTION_DIR.parent)
     if repo_root not in sys.path:
         sys.path.insert(0, repo_root)  # the local backend runs the repository's pipeline
-    try:
-        from pipeline.local_run import run_pipeline_locally
+    from pipeline.local_run import run_pipeline_locally
 
-        outcome = run_pipeline_locally(
-            request.parameter_values,
-            root / request.run_id,
-            runner=config.local_runner,
-            images=request.message.images,
-            env={name: env[name] for name in STORAGE_ENV if env.get(name)},
-        )
-    except BaseException:
-        entry.unlink()  # not a verdict on the message: let a redelivery try again
-        raise
-    verdict = {
-        "commit": request.message.commit,
-        "status": outcome.status,
-        "metrics": dict(outcome.metrics),
-    }
-    partial = entry.with_name(f".{entry.name}.{os.getpid()}")
-    partial.write_text(json.dumps(verdict))
-    partial.replace(entry)  # atomic: a concurrent redelivery never reads half an entry
+    return run_pipeline_locally(parameters, pipeline_root, runner=runner, images=images, env=env)
+
+
+def run_local(
+    request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
+) -> RunResult:
+    """Run with kfp.local in ``<CT_PIPELINE_ROOT>/<job id>``; the registry admits one run."""
+    env = os.environ if environ is None else environ
+    outcome = run_pipeline(
+        request.parameter_values,
+        Path(config.pipeline_root) / (request.job_id or request.run_id),
+        runner=config.local_runner,
+        images=request.message.images,
+        env={name: env[name] for name in STORAGE_ENV if env.get(name)},
+    )
     return RunResult(
         request.run_id, "local", outcome.status, metrics=outcome.metrics, detail=outcome.error or ""
     )
 
 
-BACKENDS = {"vertex": run_vertex, "kfp": run_kfp, "local": run_local}
+BACKENDS: dict[str, Callable[[RunRequest, Config, Mapping[str, str] | None], RunResult]] = {
+    "vertex": run_vertex,
+    "kfp": run_kfp,
+    "local": run_local,
+}
+
+
+def start(
+    request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
+) -> RunResult:
+    """Claim the request's run identity and run it on the configured backend, recording the
+    outcome; or report the duplicate the registry calls for."""
+    env = os.environ if environ is None else environ
+    lease = config.lease_seconds if config.backend == "local" else SUBMIT_LEASE_SECONDS
+    held = claim(request, config, env, lease_seconds=lease)
+    if isinstance(held, RunResult):
+        return held
+    entry = held.entry
+    request = replace(request, job_id=entry.job_id, attempt=entry.attempt)
+    try:
+        with LeaseKeeper(held, lease, every=lease / 5):
+            result = BACKENDS[config.backend](request, config, env)
+    except BaseException as error:
+        # Not a verdict on the state: leave the entry running with an expired lease, so that
+        # the next delivery takes it over (a killed process cannot get here; see decide()).
+        with contextlib.suppress(Exception):
+            held.write(
+                replace(
+                    held.entry,
+                    lease_expires=iso_utc(time.time()),
+                    detail=f"interrupted: {type(error).__name__}: {_first_line(str(error))}"[:500],
+                )
+            )
+        raise
+    status: RunStatus
+    if result.status == "duplicate":  # the backend already had this job id
+        status, detail = "submitted", f"{entry.job_id}: {result.detail}"
+    elif result.status in ("succeeded", "failed", "submitted"):
+        status, detail = result.status, result.detail
+    else:
+        raise AssertionError(f"backend {config.backend} returned {result.status!r}")
+    recorded = held.write(
+        replace(
+            held.entry,
+            status=status,
+            lease_expires="",
+            metrics=dict(result.metrics),
+            detail=detail[:2000],
+        )
+    )
+    return replace(
+        result,
+        detail=result.detail if recorded else f"{result.detail} ({held.lost})".strip(),
+        job_id=entry.job_id,
+        attempt=entry.attempt,
+        request_id=request.message.request_id,
+        previous_status="submitted" if result.status == "duplicate" else "",
+        note=entry.detail,
+        data_uri=request.data_uri,
+    )
 
 
 def handle_message(
     data: bytes,
-    attributes: Mapping[str, str],
+    attributes: Mapping[str, str] | None,
     config: Config,
     environ: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Validate one message and launch its run. Raises MessageError for a malformed message;
-    any other exception is transient (the caller should let Pub/Sub redeliver)."""
-    request = prepare(data, attributes, config, environ)
-    return BACKENDS[config.backend](request, config, environ)
+    """Validate one message (a run request, or a storage notification) and start its run.
+
+    Raises MessageError or StateError when the message can never be used (acknowledge it);
+    returns status ``ignored`` for a notification that asks for nothing; any other exception
+    is transient (let Pub/Sub redeliver)."""
+    env = os.environ if environ is None else environ
+    attrs = message.check_attributes(attributes)
+    if is_storage_notification(attrs):
+        prepared = prepare_notification(data, attrs, config, env)
+        if isinstance(prepared, str):
+            return RunResult("", config.backend, "ignored", detail=prepared)
+        request = prepared
+    else:
+        request = prepare(data, attrs, config, env)
+    return start(request, config, env)
 
 
 # ---------------------------------------------------------------------------
@@ -427,27 +1065,47 @@ def log(severity: str, text: str, **fields: Any) -> None:
     )
 
 
+def _first_line(text: str) -> str:
+    stripped = text.strip()
+    return stripped.splitlines()[0] if stripped else ""
+
+
 @functions_framework.cloud_event
 def on_message(cloud_event: Any) -> None:
     envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
     pubsub = envelope.get("message")
-    message_id = pubsub.get("messageId", "?") if isinstance(pubsub, dict) else "?"
+    raw_id = pubsub.get("messageId", "?") if isinstance(pubsub, dict) else "?"
+    message_id = raw_id[:100] if isinstance(raw_id, str) else "?"
     try:
-        if not isinstance(pubsub, dict) or not isinstance(pubsub.get("data"), str):
+        if not isinstance(pubsub, dict) or not isinstance(pubsub.get("data", ""), str):
             raise MessageError("the event carries no Pub/Sub message data")
-        data = message.decode_base64(pubsub["data"])
-        attributes = pubsub.get("attributes") or {}
-        result = handle_message(data, attributes, Config.from_env())
-    except MessageError as error:
+        attributes = message.check_attributes(pubsub.get("attributes"))
+        if "data" not in pubsub and not is_storage_notification(attributes):
+            raise MessageError("the event carries no Pub/Sub message data")
+        data = message.decode_base64(pubsub.get("data", ""))
+        config = Config.from_env()
+        result = handle_message(data, attributes, config)
+    except PERMANENT_ERRORS as error:
         # Acknowledged: redelivering a malformed message can never succeed.
         log("ERROR", f"rejected message {message_id}: {error}", message_id=message_id)
         return
     except Exception as error:
-        log("WARNING", f"transient failure for message {message_id}, will be redelivered: {error}")
+        log(
+            "WARNING",
+            f"transient failure for message {message_id}, will be redelivered: "
+            f"{type(error).__name__}: {_first_line(str(error))}",
+            message_id=message_id,
+        )
         raise
+    if result.status == "ignored":
+        log("INFO", f"ignored message {message_id}: {result.detail}", message_id=message_id)
+        return
+    text = f"message {message_id}: run {result.run_id} {result.status}"
+    if result.status == "duplicate":
+        text += f" ({result.detail})"
     log(
         "INFO" if result.status != "failed" else "ERROR",
-        f"message {message_id}: run {result.run_id} {result.status}",
+        text,
         message_id=message_id,
         run=result.to_json(),
     )

@@ -2,12 +2,15 @@
 
 Vertex: the real ``google-cloud-aiplatform`` client sends real REST requests
 (``CT_VERTEX_ENDPOINT`` is an ``http://`` URL); the test checks what it sent: the compiled spec,
-the parameter values, the job id and the labels. The server answers a second create with the
-same job id with 409, as Vertex does, so a redelivered message is a duplicate.
+the parameter values, the job id (the run identity; ``-a2`` for a retry) and the labels. A
+redelivered message stops at the runs registry; when the registry has lost the entry, the
+server answers a second create with the same job id with 409, as Vertex does, and that is a
+duplicate too. A 400 is a failed run, recorded so.
 
 Kubeflow: the real ``kfp.Client`` talks to a server implementing the KFP v2beta1 REST calls the
 function makes (healthz, experiments list/create, runs list/create, with the API's filter
-predicates); the test checks the create-run request and that a redelivery creates no run.
+predicates); the test checks the create-run request and that a redelivery creates no run,
+whether the registry or the run name stops it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,20 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+from orchestrator import objects
 from tests.fixtures.gcs import GcsServer
 from tests.workload.conftest import LocalBucket
-from tests.workload.test_function import PARAMS, SHA, encode, load_function, valid_message
+from tests.workload.test_function import (
+    PARAMS,
+    SHA,
+    encode,
+    expected_run_id,
+    load_function,
+    valid_message,
+)
+
+#: A hidden_units value the Vertex stand-in refuses with 400 INVALID_ARGUMENT.
+REFUSED_HIDDEN_UNITS = 13
 
 
 @dataclass
@@ -62,6 +76,16 @@ def vertex() -> Iterator[VertexStandIn]:
             url = urlparse(self.path)
             job_id = parse_qs(url.query).get("pipelineJobId", [""])[0]
             state.requests.append({"path": url.path, "job_id": job_id, "body": body})
+            values = body.get("runtimeConfig", {}).get("parameterValues", {})
+            if values.get("hidden_units") == REFUSED_HIDDEN_UNITS:
+                error = {
+                    "error": {
+                        "code": 400,
+                        "message": "hidden_units out of range",
+                        "status": "INVALID_ARGUMENT",
+                    }
+                }
+                return self._reply(400, error)
             if job_id in jobs:
                 error = {
                     "error": {
@@ -106,6 +130,7 @@ def test_vertex_backend_sends_the_expected_pipeline_job(
     # check fails at once (aiplatform logs and ignores it) instead of reaching for the cloud.
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-credentials.json"))
     fn = load_function()
+    state_prefix = f"ct-{uuid.uuid4().hex[:10]}"
     config = fn.Config.from_env(
         {
             "CT_BUCKET": local_bucket.bucket,
@@ -115,20 +140,66 @@ def test_vertex_backend_sends_the_expected_pipeline_job(
             "CT_PIPELINE_ROOT": "gs://ct-pipeline-root/runs",
             "CT_SERVICE_ACCOUNT": "runner@ct-project.iam.gserviceaccount.com",
             "CT_VERTEX_ENDPOINT": vertex.url,
+            "CT_STATE_PREFIX": state_prefix,
         }
     )
     env = {"ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(local_bucket.root)}
-    data = encode(valid_message(local_bucket, ref="refs/heads/Feature/X"))
+    sent_message = valid_message(local_bucket, ref="refs/heads/Feature/X")
+    data = encode(sent_message)
 
     first = fn.handle_message(data, {}, config, env)
     again = fn.handle_message(data, {}, config, env)
 
     spec_bytes = local_bucket.spec_path.read_bytes()
-    expected_id = fn.run_id_for(SHA, spec_bytes)
-    assert first.status == "submitted" and first.run_id == expected_id
+    expected_id = expected_run_id(local_bucket, sent_message)
+    assert (first.status, first.run_id, first.job_id) == ("submitted", expected_id, expected_id)
     assert first.detail == f"projects/ct-project/locations/europe-west4/pipelineJobs/{expected_id}"
-    assert again.status == "duplicate"
+    # The redelivery stops at the registry: Vertex sees one request.
+    assert (again.status, again.previous_status) == ("duplicate", "submitted")
+    assert again.detail == f"already submitted as {expected_id}"
+    assert [r["job_id"] for r in vertex.requests] == [expected_id]
+    entry_uri = config.registry_uri(expected_id)
+    entry = json.loads(_stored(entry_uri, env))
+    assert (entry["status"], entry["job_id"], entry["detail"]) == (
+        "submitted",
+        expected_id,
+        first.detail,
+    )
+
+    # A registry that lost the entry: Vertex's 409 on the same job id keeps it one job.
+    objects.local_path(entry_uri, env).unlink()
+    lost = fn.handle_message(data, {}, config, env)
+    assert (lost.status, lost.detail, lost.job_id) == (
+        "duplicate",
+        "job id already exists",
+        expected_id,
+    )
     assert [r["job_id"] for r in vertex.requests] == [expected_id, expected_id]
+    assert json.loads(_stored(entry_uri, env))["status"] == "submitted"
+
+    # A failed run, retried on request: attempt 2, a new job id.
+    failed = fn.RegistryEntry(
+        run_id=expected_id, status="failed", request_id="request-1", job_id=expected_id
+    )
+    objects.write(entry_uri, failed.to_bytes(), env, if_generation=None)
+    retry = encode({**sent_message, "retry": True, "request_id": "request-2"})
+    retried = fn.handle_message(retry, {}, config, env)
+    assert (retried.status, retried.attempt, retried.job_id) == (
+        "submitted",
+        2,
+        f"{expected_id}-a2",
+    )
+    assert vertex.requests[-1]["job_id"] == f"{expected_id}-a2"
+
+    # Vertex refusing the job (400) is a failed run, not a redelivery.
+    refused_message = valid_message(
+        local_bucket, parameters={**PARAMS, "hidden_units": REFUSED_HIDDEN_UNITS}
+    )
+    refused = fn.handle_message(encode(refused_message), {}, config, env)
+    assert refused.status == "failed"
+    assert refused.detail.startswith(f"Vertex AI refused {refused.run_id}: 400 ")
+    assert json.loads(_stored(config.registry_uri(refused.run_id), env))["status"] == "failed"
+
     sent = vertex.requests[0]
     assert sent["path"] == "/v1/projects/ct-project/locations/europe-west4/pipelineJobs"
     body = sent["body"]
@@ -139,7 +210,12 @@ def test_vertex_backend_sends_the_expected_pipeline_job(
     assert (
         body["pipelineSpec"]["root"]["dag"]["tasks"].keys() == spec["root"]["dag"]["tasks"].keys()
     )
-    assert body["labels"] == {"ct-commit": SHA, "ct-branch": "feature-x"}
+    assert body["labels"] == {
+        "ct-commit": SHA,
+        "ct-branch": "feature-x",
+        "ct-run": expected_id,
+        "ct-reason": "commit",
+    }
     assert body["serviceAccount"] == "runner@ct-project.iam.gserviceaccount.com"
     runtime = body["runtimeConfig"]
     assert runtime["gcsOutputDirectory"] == "gs://ct-pipeline-root/runs"
@@ -262,18 +338,24 @@ def test_kfp_backend_creates_one_run_with_the_compiled_spec(
             "CT_PIPELINE_ROOT": "gs://ct-pipeline-root/kfp",
             "CT_SERVICE_ACCOUNT": "pipeline-runner",
             "CT_ENABLE_CACHING": "false",
+            "CT_STATE_PREFIX": f"ct-{uuid.uuid4().hex[:10]}",
         }
     )
     env = {"ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(local_bucket.root)}
-    data = encode(valid_message(local_bucket, ref="refs/heads/Feature/X"))
+    sent_message = valid_message(local_bucket, ref="refs/heads/Feature/X")
+    data = encode(sent_message)
 
     first = fn.handle_message(data, {}, config, env)
-    again = fn.handle_message(data, {}, config, env)
+    again = fn.handle_message(data, {}, config, env)  # stopped by the registry
+    entry_uri = config.registry_uri(first.run_id)
+    objects.local_path(entry_uri, env).unlink()
+    lost = fn.handle_message(data, {}, config, env)  # stopped by the run name
 
     spec_bytes = local_bucket.spec_path.read_bytes()
-    expected_name = fn.run_id_for(SHA, spec_bytes)
+    expected_name = expected_run_id(local_bucket, sent_message)
     assert kfp_server.sent("GET", "/apis/v2beta1/healthz")
-    # One experiment, created once, by its configured name; both messages looked for the run in it.
+    # One experiment, created once, by its configured name; both messages that reached Kubeflow
+    # looked for the run in it.
     assert [e["display_name"] for e in kfp_server.experiments] == ["ct-digits"]
     assert len(kfp_server.sent("POST", "/apis/v2beta1/experiments")) == 1
     experiment_id = kfp_server.experiments[0]["experiment_id"]
@@ -285,7 +367,18 @@ def test_kfp_backend_creates_one_run_with_the_compiled_spec(
     assert len(created) == 1, "a redelivered message must not create a second run"
     run_id = kfp_server.runs[0]["run_id"]
     assert (first.status, first.run_id, first.detail) == ("submitted", expected_name, run_id)
-    assert (again.status, again.run_id, again.detail) == ("duplicate", expected_name, run_id)
+    assert (again.status, again.detail) == ("duplicate", f"already submitted as {expected_name}")
+    assert (lost.status, lost.run_id, lost.detail) == ("duplicate", expected_name, run_id)
+    assert json.loads(_stored(entry_uri, env))["status"] == "submitted"
+
+    # A failed run, retried on request: a second Kubeflow run named for attempt 2.
+    failed = fn.RegistryEntry(run_id=expected_name, status="failed", request_id="request-1")
+    objects.write(entry_uri, failed.to_bytes(), env, if_generation=None)
+    retried = fn.handle_message(
+        encode({**sent_message, "retry": True, "request_id": "request-2"}), {}, config, env
+    )
+    assert (retried.status, retried.job_id) == ("submitted", f"{expected_name}-a2")
+    assert [r["display_name"] for r in kfp_server.runs] == [expected_name, f"{expected_name}-a2"]
 
     body = created[0]["body"]
     assert body["display_name"] == expected_name
@@ -306,3 +399,9 @@ def test_kfp_backend_creates_one_run_with_the_compiled_spec(
     values = runtime["parameters"]
     assert values["source_uri"] == local_bucket.source_uri
     assert {k: values[k] for k in PARAMS} == PARAMS
+
+
+def _stored(uri: str, env: dict[str, str]) -> bytes:
+    stored = objects.read(uri, env)
+    assert stored is not None, uri
+    return stored.data

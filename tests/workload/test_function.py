@@ -1,12 +1,15 @@
-"""function/: a real functions-framework process receiving Pub/Sub CloudEvents over HTTP."""
+"""function/: a real functions-framework process receiving Pub/Sub CloudEvents over HTTP, and
+``handle_message`` in process as the orchestrator calls it."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
 import threading
 import tomllib
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -14,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import message
+from orchestrator import message, objects
 from tests.fixtures.functions import FunctionServer
 from tests.workload.conftest import LocalBucket
 
@@ -35,18 +38,31 @@ def load_function() -> ModuleType:
     return module
 
 
+IMAGES = {"validator": "r/validator:1", "evaluator": "r/evaluator:1"}
+
+
 def valid_message(bucket: LocalBucket, **overrides: Any) -> dict[str, Any]:
+    """A schema-2 run request for the bucket's spec and source (``schema=1`` drops the new
+    fields)."""
     data: dict[str, Any] = {
-        "schema": 1,
+        "schema": 2,
         "commit": SHA,
         "ref": "refs/heads/main",
         "pipeline_spec_uri": bucket.spec_uri,
         "source_uri": bucket.source_uri,
-        "images": {"validator": "r/validator:1", "evaluator": "r/evaluator:1"},
+        "images": dict(IMAGES),
         "parameters": dict(PARAMS),
         "actions": [{"id": "upload_source", "summary": "training_src/train.py (rule source)"}],
+        "data_uri": "",
+        "data_version": "",
+        "reason": "commit",
+        "request_id": "request-1",
+        "retry": False,
     }
     data.update(overrides)
+    if data["schema"] == 1:
+        for name in ("data_uri", "data_version", "reason", "request_id", "retry"):
+            data.pop(name, None)
     return data
 
 
@@ -62,13 +78,32 @@ def runs_in(root: Path) -> list[Path]:
     )
 
 
-def function_env(bucket: LocalBucket, pipeline_root: Path) -> dict[str, str]:
+def function_env(bucket: LocalBucket, pipeline_root: Path, **extra: str) -> dict[str, str]:
+    """The function's environment; its registry under a prefix of its own (the local bucket
+    is shared by the session)."""
     return {
         "CT_BUCKET": bucket.bucket,
         "CT_BACKEND": "local",
         "CT_PIPELINE_ROOT": str(pipeline_root),
+        "CT_STATE_PREFIX": f"ct-{uuid.uuid4().hex[:10]}",
         "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(bucket.root),
+        **extra,
     }
+
+
+def registry_entries(bucket: LocalBucket, env: dict[str, str]) -> list[str]:
+    return objects.list_keys(bucket.bucket, f"{env['CT_STATE_PREFIX']}/runs/", env)
+
+
+def expected_run_id(bucket: LocalBucket, data: dict[str, Any]) -> str:
+    return message.run_identity(
+        hashlib.sha256(bucket.spec_path.read_bytes()).hexdigest(),
+        data["source_uri"],
+        data["images"],
+        data["parameters"],
+        data.get("data_uri", ""),
+        data.get("data_version", ""),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,15 +111,13 @@ def rejecting_server(
     functions_framework: Callable[..., FunctionServer],
     local_bucket: LocalBucket,
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[FunctionServer, Path]:
+) -> tuple[FunctionServer, Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("reject-root")
+    env = function_env(local_bucket, root)
     server = functions_framework(
-        source=REPO / "function/main.py",
-        target="on_message",
-        env=function_env(local_bucket, root),
-        cwd=REPO,
+        source=REPO / "function/main.py", target="on_message", env=env, cwd=REPO
     )
-    return server, root
+    return server, root, env
 
 
 def _malformed(bucket: LocalBucket) -> list[tuple[str, bytes | str, bool, str]]:
@@ -95,11 +128,38 @@ def _malformed(bucket: LocalBucket) -> list[tuple[str, bytes | str, bool, str]]:
     return [
         ("bad-base64", "@@not-base64@@", True, "message data is not valid base64"),
         ("bad-json", b"{'schema': 1", False, "message data is not JSON"),
+        ("empty", b"", False, "message data is empty"),
+        ("deep", b"[" * 100_000, False, "message data is nested too deeply"),
+        (
+            "digits",
+            b'{"schema": ' + b"9" * 5000 + b"}",
+            False,
+            "message data holds an integer of 5000 digits (at most 64)",
+        ),
+        ("nan", b'{"schema": NaN}', False, "message data holds NaN, which is not a JSON number"),
         (
             "schema",
             encode(valid_message(bucket, schema=7)),
             False,
-            "schema version 7 is not supported",
+            "schema version 7 is not supported (expected 1 or 2)",
+        ),
+        (
+            "request-id",
+            encode(valid_message(bucket, request_id="a b")),
+            False,
+            "field 'request_id' must be 1 to 64 characters",
+        ),
+        (
+            "not-a-pipeline",
+            encode(valid_message(bucket, pipeline_spec_uri=bucket.source_uri)),
+            False,
+            "the pipeline spec is not a compiled KFP pipeline",
+        ),
+        (
+            "local-data-missing",
+            encode(valid_message(bucket, data_uri="/nonexistent/new.csv")),
+            False,
+            "the data /nonexistent/new.csv does not exist",
         ),
         (
             "sha",
@@ -138,7 +198,14 @@ def _malformed(bucket: LocalBucket) -> list[tuple[str, bytes | str, bool, str]]:
 CASES = [
     "bad-base64",
     "bad-json",
+    "empty",
+    "deep",
+    "digits",
+    "nan",
     "schema",
+    "request-id",
+    "not-a-pipeline",
+    "local-data-missing",
     "sha",
     "outside-bucket",
     "param-type",
@@ -150,13 +217,15 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES)
 def test_malformed_message_is_acked_with_a_reason_and_no_run(
-    rejecting_server: tuple[FunctionServer, Path], local_bucket: LocalBucket, case: str
+    rejecting_server: tuple[FunctionServer, Path, dict[str, str]],
+    local_bucket: LocalBucket,
+    case: str,
 ) -> None:
-    server, root = rejecting_server
+    server, root, env = rejecting_server
     (_, data, raw, reason) = next(c for c in _malformed(local_bucket) if c[0] == case)
     status, _ = server.post_pubsub(
         data,
-        {"commit": SHA, "schema": "1"} if case != "sha" else {},
+        {"commit": SHA, "schema": "2"} if case not in ("sha", "schema") else {},
         message_id=f"m-{case}",
         raw_data=raw,
     )
@@ -168,16 +237,49 @@ def test_malformed_message_is_acked_with_a_reason_and_no_run(
     assert lines[0]["message"].startswith(f"rejected message m-{case}: {reason}")
     assert lines[0]["severity"] == "ERROR"
     assert runs_in(root) == []
-    assert not any((root / ".ct-ledger").glob("*")) if (root / ".ct-ledger").exists() else True
+    assert registry_entries(local_bucket, env) == []
 
 
-def test_event_without_pubsub_message_is_rejected(
-    rejecting_server: tuple[FunctionServer, Path],
+@pytest.mark.parametrize(
+    ("case", "envelope", "reason"),
+    [
+        ("no-message", {"unexpected": True}, "the event carries no Pub/Sub message data"),
+        (
+            "list-attributes",
+            {"message": {"data": "e30=", "attributes": ["commit"], "messageId": "m-list"}},
+            "message attributes must map names to strings, not a list",
+        ),
+        (
+            "string-attributes",
+            {"message": {"data": "e30=", "attributes": "commit", "messageId": "m-str"}},
+            "message attributes must map names to strings, not a string",
+        ),
+        (
+            "data-not-a-string",
+            {"message": {"data": ["e30="], "messageId": "m-data"}},
+            "the event carries no Pub/Sub message data",
+        ),
+        (
+            "message-id-a-list",
+            {"message": {"data": "e30=", "messageId": ["x"]}},
+            "field 'schema' is missing or not an integer",
+        ),
+    ],
+)
+def test_hostile_envelopes_are_rejected(
+    rejecting_server: tuple[FunctionServer, Path, dict[str, str]],
+    case: str,
+    envelope: dict[str, Any],
+    reason: str,
 ) -> None:
-    server, root = rejecting_server
-    status, _ = server.post_cloudevent({"unexpected": True})
+    server, root, _ = rejecting_server
+    before = len(server.log().splitlines())
+    status, _ = server.post_cloudevent(envelope)
     assert status == 200
-    assert "rejected message ?: the event carries no Pub/Sub message data" in server.log()
+    new = [json.loads(x) for x in server.log().splitlines()[before:] if x.startswith("{")]
+    message_id = envelope.get("message", {}).get("messageId", "?")
+    message_id = message_id if isinstance(message_id, str) else "?"
+    assert [line["message"] for line in new] == [f"rejected message {message_id}: {reason}"]
     assert runs_in(root) == []
 
 
@@ -186,13 +288,12 @@ def test_valid_message_runs_once_and_duplicate_starts_nothing(
     functions_framework: Callable[..., FunctionServer], local_bucket: LocalBucket, tmp_path: Path
 ) -> None:
     root = tmp_path / "pipeline-root"
+    env = function_env(local_bucket, root)
     server = functions_framework(
-        source=REPO / "function/main.py",
-        target="on_message",
-        env=function_env(local_bucket, root),
-        cwd=REPO,
+        source=REPO / "function/main.py", target="on_message", env=env, cwd=REPO
     )
-    encoded = message.encode(message.decode(encode(valid_message(local_bucket))))
+    sent = valid_message(local_bucket)
+    encoded = message.encode(message.decode(encode(sent)))
     first = server.post_pubsub(encoded.data, encoded.attributes, message_id="first")
     assert first[0] == 200, server.log()
     again = server.post_pubsub(encoded.data, encoded.attributes, message_id="again")
@@ -204,32 +305,51 @@ def test_valid_message_runs_once_and_duplicate_starts_nothing(
         )
         if "message_id" in line
     }
+    run_id = expected_run_id(local_bucket, sent)
     assert logged["first"]["run"]["status"] == "succeeded", server.log()[-3000:]
+    assert logged["first"]["run"]["run_id"] == run_id
     assert logged["first"]["run"]["metrics"]["accuracy"] > 0.9
+    assert logged["first"]["message"] == f"message first: run {run_id} succeeded"
     assert logged["again"]["run"]["status"] == "duplicate"
-    assert logged["again"]["run"]["run_id"] == logged["first"]["run"]["run_id"]
+    assert logged["again"]["run"]["run_id"] == run_id
     # The duplicate reports the result of the run that happened.
     assert logged["again"]["run"]["metrics"] == logged["first"]["run"]["metrics"]
     assert logged["again"]["run"]["detail"] == "already succeeded"
-    assert [p.name for p in runs_in(root)] == [logged["first"]["run"]["run_id"]]
-    ledger_dir = root / ".ct-ledger"
-    ledger = json.loads((ledger_dir / f"{logged['first']['run']['run_id']}.json").read_text())
-    assert ledger == {
-        "commit": SHA,
+    assert (
+        logged["again"]["message"] == f"message again: run {run_id} duplicate (already succeeded)"
+    )
+    assert [p.name for p in runs_in(root)] == [run_id]
+    # One registry entry, written through objects.py, with the run's outcome.
+    assert registry_entries(local_bucket, env) == [f"{env['CT_STATE_PREFIX']}/runs/{run_id}.json"]
+    uri = f"gs://{local_bucket.bucket}/{env['CT_STATE_PREFIX']}/runs/{run_id}.json"
+    stored = objects.read(uri, env)
+    assert stored is not None
+    entry = json.loads(stored.data)
+    assert set(entry) == {
+        "run_id", "status", "request_id", "attempt", "job_id", "commit", "data_uri", "started",
+        "lease_expires", "host", "pid", "metrics", "detail",
+    }  # fmt: skip
+    assert {k: entry[k] for k in ("run_id", "status", "request_id", "attempt", "job_id")} == {
+        "run_id": run_id,
         "status": "succeeded",
-        "metrics": logged["first"]["run"]["metrics"],
+        "request_id": "request-1",
+        "attempt": 1,
+        "job_id": run_id,
     }
-    assert [p.name for p in ledger_dir.iterdir()] == [f"{logged['first']['run']['run_id']}.json"]
+    assert (entry["commit"], entry["data_uri"], entry["lease_expires"]) == (SHA, "", "")
+    assert entry["metrics"] == logged["first"]["run"]["metrics"]
 
 
+@pytest.mark.slow
 def test_in_process_concurrent_duplicates_start_one_run(
     local_bucket: LocalBucket, tmp_path: Path
 ) -> None:
-    """handle_message, as the orchestrator's local executor calls it: the ledger admits one run."""
+    """handle_message, as the orchestrator's local executor calls it: the registry admits one
+    run (a real local pipeline run; the registry in the directory bucket)."""
     fn = load_function()
-    config = fn.Config.from_env(function_env(local_bucket, tmp_path / "root"))
+    env = function_env(local_bucket, tmp_path / "root")
+    config = fn.Config.from_env(env)
     data = encode(valid_message(local_bucket, parameters={**PARAMS, "max_iter": 60}))
-    env = {"ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(local_bucket.root)}
     results: list[Any] = []
     barrier = threading.Barrier(2)
 
@@ -243,7 +363,53 @@ def test_in_process_concurrent_duplicates_start_one_run(
     for t in threads:
         t.join()
     assert sorted(r.status for r in results) == ["duplicate", "succeeded"]
+    duplicate = next(r for r in results if r.status == "duplicate")
+    assert duplicate.detail.startswith("in progress: attempt 1 on ")
+    assert duplicate.previous_status == "running"
     assert len(runs_in(tmp_path / "root")) == 1
+
+
+def test_schema_1_messages_still_run_and_are_the_same_state(
+    local_bucket: LocalBucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old publisher's schema-1 message names the same run as schema 2 for the same state
+    (its data_uri parameter aside)."""
+    fn = load_function()
+    env = function_env(local_bucket, tmp_path / "root")
+    config = fn.Config.from_env(env)
+    v1 = valid_message(local_bucket, schema=1)
+    request = fn.prepare(encode(v1), {"commit": SHA, "schema": "1"}, config, env)
+    assert request.run_id == expected_run_id(local_bucket, valid_message(local_bucket))
+    assert request.message.schema == 1 and request.message.request_id == ""
+
+
+def test_run_id_is_the_state_not_the_commit(local_bucket: LocalBucket, tmp_path: Path) -> None:
+    fn = load_function()
+    env = function_env(local_bucket, tmp_path / "root")
+    config = fn.Config.from_env(env)
+    base = valid_message(local_bucket)
+    ids = {
+        fn.prepare(encode(valid_message(local_bucket, **change)), {}, config, env).run_id
+        for change in (
+            {},
+            {"commit": "f" * 40, "ref": "refs/heads/other", "request_id": "r-2"},
+            {"reason": "manual", "request_id": "r-3", "actions": []},
+        )
+    }
+    assert ids == {expected_run_id(local_bucket, base)}
+    other = fn.prepare(
+        encode(valid_message(local_bucket, parameters={**PARAMS, "hidden_units": 32})),
+        {},
+        config,
+        env,
+    )
+    assert other.run_id != expected_run_id(local_bucket, base)
+
+
+def test_the_job_id_of_an_attempt() -> None:
+    fn = load_function()
+    assert fn.job_id_for("ct-0123", 1) == "ct-0123"
+    assert fn.job_id_for("ct-0123", 3) == "ct-0123-a3"
 
 
 def test_config_errors_are_clear() -> None:
@@ -251,13 +417,40 @@ def test_config_errors_are_clear() -> None:
     with pytest.raises(fn.ConfigError, match="CT_BUCKET is not set"):
         fn.Config.from_env({})
     with pytest.raises(fn.ConfigError, match="CT_BACKEND must be vertex, kfp or local"):
-        fn.Config.from_env({"CT_BUCKET": "b", "CT_BACKEND": "nope"})
+        fn.Config.from_env({"CT_BUCKET": "bkt", "CT_BACKEND": "nope"})
     with pytest.raises(fn.ConfigError, match="CT_PROJECT and CT_PIPELINE_ROOT"):
-        fn.Config.from_env({"CT_BUCKET": "b"})
+        fn.Config.from_env({"CT_BUCKET": "bkt"})
+    local = {"CT_BUCKET": "bkt", "CT_BACKEND": "local", "CT_PIPELINE_ROOT": "/tmp/r"}
+    with pytest.raises(fn.ConfigError, match="CT_BUCKET 'Bad_Bucket!' is not a bucket name"):
+        fn.Config.from_env({**local, "CT_BUCKET": "Bad_Bucket!"})
+    with pytest.raises(fn.ConfigError, match=r"CT_STATE_PREFIX: 'a/\.\./b'"):
+        fn.Config.from_env({**local, "CT_STATE_PREFIX": "a/../b"})
+    with pytest.raises(fn.ConfigError, match=r"CT_LEDGER_URI: 'ledger\.json' is not a gs:"):
+        fn.Config.from_env({**local, "CT_LEDGER_URI": "ledger.json"})
+    with pytest.raises(fn.ConfigError, match="CT_LEASE_SECONDS must be 5 to 86400 seconds"):
+        fn.Config.from_env({**local, "CT_LEASE_SECONDS": "1"})
+    with pytest.raises(
+        fn.ConfigError,
+        match=r"CT_DATA_PREFIX 'ct/' overlaps CT_STATE_PREFIX \(gs://bkt/ct/\): the function's",
+    ):
+        fn.Config.from_env({**local, "CT_DATA_PREFIX": "ct/"})
+    with pytest.raises(fn.ConfigError, match="CT_DATA_PREFIX 'runs/' overlaps CT_PIPELINE_ROOT"):
+        fn.Config.from_env(
+            {
+                "CT_BUCKET": "bkt",
+                "CT_PROJECT": "p",
+                "CT_PIPELINE_ROOT": "gs://bkt/runs/root",
+                "CT_DATA_PREFIX": "runs/",
+            }
+        )
 
 
-def test_run_id_depends_on_commit_and_spec() -> None:
+def test_config_defaults_for_state_and_data() -> None:
     fn = load_function()
-    assert fn.run_id_for(SHA, b"spec") == fn.run_id_for(SHA, b"spec")
-    assert fn.run_id_for(SHA, b"spec") != fn.run_id_for(SHA, b"spec2")
-    assert fn.run_id_for(SHA, b"spec") != fn.run_id_for("f" * 40, b"spec")
+    config = fn.Config.from_env(
+        {"CT_BUCKET": "bkt", "CT_BACKEND": "local", "CT_PIPELINE_ROOT": "r"}
+    )
+    assert (config.state_prefix, config.data_prefix, config.data_bucket) == ("ct", "", "")
+    assert config.ledger_uri == "gs://bkt/ct/ledger/main/default.json"
+    assert config.registry_uri("ct-1") == "gs://bkt/ct/runs/ct-1.json"
+    assert (config.notification_bucket, config.lease_seconds) == ("bkt", 300)
