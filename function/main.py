@@ -1058,11 +1058,16 @@ def handle_message(
 # ---------------------------------------------------------------------------
 
 
+_LOG_LOCK = threading.Lock()
+
+
 def log(severity: str, text: str, **fields: Any) -> None:
-    """One JSON line: Cloud Logging reads ``severity`` and ``message``."""
-    print(
-        json.dumps({"severity": severity, "message": text, **fields}), file=sys.stderr, flush=True
-    )
+    """One JSON line: Cloud Logging reads ``severity`` and ``message``. Written whole, in one
+    call under a lock: concurrent deliveries (threads) never interleave their lines."""
+    line = json.dumps({"severity": severity, "message": text, **fields}) + "\n"
+    with _LOG_LOCK:
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def _first_line(text: str) -> str:
