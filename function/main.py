@@ -97,7 +97,10 @@ Outcomes, one JSON log line each (``severity``, ``message``, ``message_id``):
   acknowledged, nothing runs.
 - ``INFO|ERROR message <id>: run <run_id> <status>`` with ``run``: started, duplicate or failed.
 - ``WARNING transient failure for message <id>, will be redelivered: ...``: storage or the
-  backend unreachable, or the function misconfigured; raised so that Pub/Sub redelivers.
+  backend unreachable; raised so that Pub/Sub redelivers.
+- ``ERROR cannot handle message <id>, the function is misconfigured (it will be redelivered):
+  ...``: a ``ConfigError``; raised too, so that no message is lost while the deployment is
+  fixed.
 """
 
 from __future__ import annotations
@@ -1094,6 +1097,15 @@ def on_message(cloud_event: Any) -> None:
         # Acknowledged: redelivering a malformed message can never succeed.
         log("ERROR", f"rejected message {message_id}: {error}", message_id=message_id)
         return
+    except ConfigError as error:
+        # Not the message's fault: keep it (Pub/Sub redelivers) until the deployment is fixed.
+        log(
+            "ERROR",
+            f"cannot handle message {message_id}, the function is misconfigured "
+            f"(it will be redelivered): {error}",
+            message_id=message_id,
+        )
+        raise
     except Exception as error:
         log(
             "WARNING",

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from orchestrator import message, objects
+from tests.fixtures._services import free_port
 from tests.fixtures.functions import FunctionServer
 from tests.workload.conftest import LocalBucket
 
@@ -281,6 +282,56 @@ def test_hostile_envelopes_are_rejected(
     message_id = message_id if isinstance(message_id, str) else "?"
     assert [line["message"] for line in new] == [f"rejected message {message_id}: {reason}"]
     assert runs_in(root) == []
+
+
+def test_transient_failures_are_raised_for_redelivery(
+    functions_framework: Callable[..., FunctionServer], local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """Storage unreachable, or the function misconfigured: not acknowledged (HTTP 500, so
+    Pub/Sub redelivers), with one log line saying so."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    unreachable = functions_framework(
+        source=REPO / "function/main.py",
+        target="on_message",
+        env={
+            "CT_BUCKET": local_bucket.bucket,
+            "CT_BACKEND": "local",
+            "CT_PIPELINE_ROOT": str(tmp_path / "root"),
+            "STORAGE_EMULATOR_HOST": closed,
+        },
+        cwd=REPO,
+    )
+    misconfigured = functions_framework(
+        source=REPO / "function/main.py",
+        target="on_message",
+        env={"CT_BUCKET": local_bucket.bucket, "CT_BACKEND": "local"},
+        cwd=REPO,
+    )
+    data = encode(valid_message(local_bucket))
+    for server, expected in (
+        (
+            unreachable,
+            {
+                "severity": "WARNING",
+                "message": "transient failure for message m-1, will be redelivered: Unreachable: "
+                f"cannot reach the Cloud Storage emulator at {closed}: ",
+            },
+        ),
+        (
+            misconfigured,
+            {
+                "severity": "ERROR",
+                "message": "cannot handle message m-1, the function is misconfigured (it will be "
+                "redelivered): the local backend needs CT_PIPELINE_ROOT (a local directory)",
+            },
+        ),
+    ):
+        status, _ = server.post_pubsub(data, {}, message_id="m-1")
+        assert status == 500
+        [line] = [json.loads(x) for x in server.log().splitlines() if x.startswith('{"severity"')]
+        assert line["severity"] == expected["severity"]
+        assert line["message"].startswith(expected["message"]), line
+    assert runs_in(tmp_path / "root") == []
 
 
 @pytest.mark.slow
