@@ -232,7 +232,7 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
             env = {**io.env, **{var: value for var, value in flags.items() if value}}
             io = CommandIO(stdout=io.stdout, stderr=io.stderr, env=env)
         if services_choice is None:
-            services_choice = "cloud" if args.executor == "cloudbuild" else "local"
+            services_choice = "auto" if args.executor == "cloudbuild" else "local"
         return run_command.run(target, args.executor, args.format, io, services_choice)
     if command == "trigger":
         from orchestrator.commands import trigger

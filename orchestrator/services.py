@@ -8,6 +8,9 @@ choice             storage and ledger                                 publish
                                                                       (``PUBSUB_EMULATOR_HOST``:
                                                                       that emulator)
 ``cloud``          Cloud Storage (application default credentials)     Pub/Sub
+``auto``           the emulator or directory the environment names,    the emulator it names,
+(``run --executor  else Cloud Storage                                  else Pub/Sub
+cloudbuild``)
 =================  =================================================  ======================
 
 Images are pushed to ``[project].registry`` through the engine at ``DOCKER_HOST``, and looked
@@ -34,7 +37,7 @@ STATE_DIR = ".orchestrator"
 #: how the function's local backend runs the pipeline (``docker`` uses the built images)
 LOCAL_RUNNER_VAR = "CT_LOCAL_RUNNER"
 
-Choice = Literal["local", "cloud"]
+Choice = Literal["local", "cloud", "auto"]
 StorageKind = Literal["local-dir", "emulator", "gcs"]
 PublishKind = Literal["in-process", "emulator", "pubsub"]
 
@@ -51,7 +54,7 @@ class Services:
     def resolve(cls, repo: Path, env: Mapping[str, str], choice: str | None = None) -> Services:
         """The services for ``choice`` (``local`` unless given), from the environment."""
         choice = choice or "local"
-        if choice not in ("local", "cloud"):
+        if choice not in ("local", "cloud", "auto"):
             raise InputError(f"--services must be local or cloud, not {choice!r}")
         clean = {
             k: v for k, v in env.items() if k not in (LOCAL_BUCKET_ROOT_VAR, STORAGE_EMULATOR_VAR)
@@ -59,6 +62,11 @@ class Services:
         if choice == "cloud":
             clean.pop(PUBSUB_EMULATOR_VAR, None)
             return cls(storage="gcs", publish="pubsub", base_env=clean)
+        if choice == "auto" and not (
+            env.get(LOCAL_BUCKET_ROOT_VAR) or env.get(STORAGE_EMULATOR_VAR)
+        ):
+            publish_kind: PublishKind = "emulator" if env.get(PUBSUB_EMULATOR_VAR) else "pubsub"
+            return cls(storage="gcs", publish=publish_kind, base_env=clean)
         if env.get(LOCAL_BUCKET_ROOT_VAR):
             storage: StorageKind = "local-dir"
             root: Path | None = Path(env[LOCAL_BUCKET_ROOT_VAR])
@@ -67,7 +75,10 @@ class Services:
             storage, root = "emulator", None
         else:
             storage, root = "local-dir", (repo / STATE_DIR / "bucket").resolve()
-        publish: PublishKind = "emulator" if env.get(PUBSUB_EMULATOR_VAR) else "in-process"
+        if env.get(PUBSUB_EMULATOR_VAR):
+            publish: PublishKind = "emulator"
+        else:
+            publish = "pubsub" if choice == "auto" else "in-process"
         return cls(storage=storage, publish=publish, bucket_root=root, base_env=clean)
 
     def env(self) -> dict[str, str]:

@@ -26,7 +26,7 @@ from orchestrator.contexts import (
     ignore_candidates,
     image_input,
 )
-from orchestrator.errors import InputError, ServiceUnreachable
+from orchestrator.errors import ConfigError, InputError, ServiceUnreachable
 from orchestrator.finishing import Finished, RunStatus, finish
 from orchestrator.matching import Matcher
 from orchestrator.message import branch_of
@@ -152,12 +152,13 @@ def _hash_only_changes(
 ) -> ChangeSet:
     """No git here (a Cloud Build workspace from a GitHub-app trigger has only the files):
     no diff; the deploy ledger's hashes decide (see ``finishing``)."""
-    where = location.uri if location is not None else "(no [project].bucket)"
+    if location is None:
+        raise InputError(f"--repo {target.repo}: not a git repository (run it inside a clone)")
     if deployed is None:
         raise InputError(
-            f"{target.repo} has no git history and nothing is deployed yet ({where} does not "
-            "exist): run the first build from a clone with history (or fetch it, see the "
-            "README's Cloud Build section)"
+            f"--repo {target.repo}: not a git repository, and nothing is deployed yet to plan "
+            f"from hashes ({location.uri} does not exist): run the first build in a clone with "
+            "history"
         )
     head = target.head if _is_sha(target.head) else env.get("COMMIT_SHA", "")
     if not _is_sha(head):
@@ -188,6 +189,9 @@ class Prepared:
     finished: Finished
     planned: Planned
     services: Services
+    #: why the artifacts could not be named (rules.toml has no [project] bucket or registry):
+    #: the plan is then the diff's, unchecked, and nothing can run
+    unnamed: ConfigError | None = None
 
     @property
     def plan(self) -> Plan:
@@ -195,6 +199,8 @@ class Prepared:
 
     @property
     def artifacts(self) -> Artifacts:
+        if self.unnamed is not None:
+            raise self.unnamed
         return self.finished.artifacts
 
 
@@ -205,7 +211,13 @@ def prepare(
     ledger (``finishing``): one place, for plan, --dry-run, emit and run."""
     planned = plan_target(target, env, services)
     rules = planned.rules
-    names = name_build(planned.tree, rules, planned.plan, planned.ref, data_uri=data_uri)
+    try:
+        names = name_build(planned.tree, rules, planned.plan, planned.ref, data_uri=data_uri)
+    except ConfigError as exc:
+        warning = f"not checked against what exists: {exc.message}"
+        plan = replace(planned.plan, warnings=(*planned.plan.warnings, warning))
+        placeholder = Artifacts("", "", "", (), "", "", ())
+        return Prepared(target, rules, Finished(plan, placeholder), planned, services, exc)
     deployed = planned.deployed
     if deployed is None and planned.location is not None:
         deployed = ledger.read(planned.location, services.env())

@@ -41,10 +41,10 @@ BROKEN: list[tuple[str, str, str]] = [
     ("unknown-top-level-key", V1 + "colour = 1\n",
      "rules.toml:2: [colour] unknown key 'colour' "
      "(allowed: version, project, unmatched, components, rule, test, pipeline, source, function, "
-     "build)"),
+     "build, data)"),
     ("unknown-project-key", V1 + '[project]\nregion = "x"\nzone = "y"\n',
      "rules.toml:4: [project.zone] unknown key 'zone' "
-     "(allowed: gcp_project, region, bucket, registry, topic)"),
+     "(allowed: gcp_project, region, bucket, registry, topic, prefix)"),
     ("unknown-component-key", V1 + '[components.a]\ncontext = "a"\nimage = "x"\n',
      "rules.toml:4: [components.a.image] unknown key 'image' "
      "(allowed: context, dockerfile, build_args)"),
@@ -206,7 +206,7 @@ def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
         (V1 + "\n\n" + 'x = "unterminated\n', "4: invalid TOML: Illegal character '\\n'"),
         ("\r\n".join([V1.strip(), "[project]", 'zone = "y"', ""]),
          "3: [project.zone] unknown key 'zone' "
-         "(allowed: gcp_project, region, bucket, registry, topic)"),
+         "(allowed: gcp_project, region, bucket, registry, topic, prefix)"),
     ],
 )  # fmt: skip
 def test_errors_after_a_byte_order_mark_keep_their_line(

@@ -13,7 +13,7 @@ from orchestrator.contexts import BuildContext, build_contexts
 from orchestrator.errors import ConfigError
 from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules
 from orchestrator.planning import plan_changes
-from orchestrator.workflow import Target, make_plan, name_build
+from orchestrator.workflow import Target, make_plan, name_build, plan_target
 from tests.fixtures.gitrepo import GitRepo
 
 RULES = """\
@@ -128,8 +128,8 @@ def repo(git_repo: GitRepo) -> GitRepo:
 
 def _tag(repo: GitRepo, component: str, working_tree: bool = False) -> str:
     target = Target(repo=repo.path, rules_path=repo.path / "rules.toml", working_tree=working_tree)
-    rules, plan = make_plan(target, env={})
-    return name_build(target, rules, plan, env={}).image(component)
+    planned = plan_target(target, {}, None)
+    return name_build(planned.tree, planned.rules, planned.plan, planned.ref).image(component)
 
 
 def test_an_excluded_file_changes_neither_the_plan_nor_the_image_name(repo: GitRepo) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from orchestrator.commands.io import CommandIO
 from orchestrator.commands.plan import show
 from orchestrator.errors import InputError
-from orchestrator.model import Action, ChangedPath, Plan, Reason, Skipped
+from orchestrator.model import Action, ChangedPath, Existing, Plan, Reason, Skipped
 from orchestrator.render import (
     github_outputs,
     plan_to_json,
@@ -50,6 +50,7 @@ PLAN = Plan(
     skipped=(Skipped("README.md", "docs"),),
     unmatched=("Makefile",),
     warnings=("component 'x': its context 'comp/x' does not exist at head",),
+    existing=(Existing("build_image:u", "r/u@sha256:" + "0" * 64, "the image is in the registry"),),
 )  # fmt: skip
 
 EMPTY = Plan(base=None, head=HEAD, base_reason="root commit", changes=(), actions=())
@@ -92,6 +93,8 @@ def test_json_plan_has_exactly_the_documented_shape() -> None:
         "skipped": [{"path": "README.md", "rule": "docs"}],
         "unmatched": ["Makefile"],
         "warnings": ["component 'x': its context 'comp/x' does not exist at head"],
+        "existing": [{"id": "build_image:u", "artifact": "r/u@sha256:" + "0" * 64,
+                      "note": "the image is in the registry"}],
     }  # fmt: skip
 
 
@@ -134,6 +137,8 @@ def test_text() -> None:
         "     - implied by upload_source\n"
         "     - implied by compile_pipeline\n"
         "     - Makefile (matches no rule)\n"
+        "Already there: 1 action(s) not needed\n"
+        "     - build_image:u: the image is in the registry (r/u@sha256:" + "0" * 64 + ")\n"
         "Skipped: 1 path(s) that change nothing\n"
         "     - README.md (rule docs)\n"
         "Unmatched: 1 path(s) matched no rule\n"
@@ -238,6 +243,12 @@ def test_markdown_table_and_mermaid_graph() -> None:
         "  a1 --> a3",
         "  a2 --> a3",
         "```",
+        "",
+        "<details><summary>1 action(s) already done</summary>",
+        "",
+        "- `build_image:u`: the image is in the registry (`r/u@sha256:" + "0" * 64 + "`)",
+        "",
+        "</details>",
         "",
         "<details><summary>1 skipped path(s)</summary>",
         "",

@@ -11,9 +11,10 @@ import pytest
 
 from orchestrator.errors import StepFailed
 from orchestrator.model import Action, Plan
-from orchestrator.run.local import PlainProgress, execute, local_env, publish_mode
+from orchestrator.run.local import PlainProgress, execute
 from orchestrator.run.report import PipelineRun, RunReport, StepReport, summary_lines
 from orchestrator.run.steps import StepOutcome
+from orchestrator.services import Services
 
 
 def plan_of(*actions: tuple[str, tuple[str, ...]]) -> Plan:
@@ -196,18 +197,20 @@ def test_summary_reports_the_pipeline_run(run: PipelineRun, expected: str) -> No
 
 
 @pytest.mark.parametrize(
-    ("env", "bucket_dir", "mode"),
+    ("env", "choice", "storage", "publish"),
     [
-        ({}, True, "in-process"),  # the embedded default
-        ({"STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}, False, "in-process"),
-        ({"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}, True, "pubsub"),
-        ({"ORCHESTRATOR_SERVICES": "cloud"}, False, "pubsub"),  # real GCS and Pub/Sub
-        ({"ORCHESTRATOR_SERVICES": "local"}, True, "in-process"),
+        ({}, None, "local-dir", "in-process"),  # the embedded default
+        ({"STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}, None, "emulator", "in-process"),
+        ({"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}, None, "local-dir", "emulator"),
+        ({"STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}, "cloud", "gcs", "pubsub"),
+        ({}, "local", "local-dir", "in-process"),
     ],
 )
-def test_where_a_local_run_sends_its_uploads_and_its_message(
-    tmp_path: Path, env: dict[str, str], bucket_dir: bool, mode: str
+def test_where_a_run_sends_its_uploads_and_its_message(
+    tmp_path: Path, env: dict[str, str], choice: str | None, storage: str, publish: str
 ) -> None:
-    run_env = local_env(tmp_path, env)
-    assert ("ORCHESTRATOR_LOCAL_BUCKET_ROOT" in run_env) is bucket_dir
-    assert publish_mode(run_env) == mode
+    services = Services.resolve(tmp_path, env, choice)
+    assert (services.storage, services.publish) == (storage, publish)
+    run_env = services.env()
+    assert ("ORCHESTRATOR_LOCAL_BUCKET_ROOT" in run_env) is (storage == "local-dir")
+    assert ("STORAGE_EMULATOR_HOST" in run_env) is (storage == "emulator")

@@ -14,23 +14,23 @@ import pytest
 from orchestrator.adapters import storage
 from orchestrator.errors import InputError, StepFailed
 from orchestrator.run import steps
-from orchestrator.run.local import local_env
-from orchestrator.workflow import Target, make_plan, name_build
+from orchestrator.services import Services
+from orchestrator.workflow import Target, name_build, plan_target
 from tests.fixtures.gitrepo import GitRepo
 from tests.integration.workload_repo import append_line, run_env, workload_repo
 
 
 def context(repo: GitRepo, *, publish_mode: steps.PublishMode = "in-process") -> steps.StepContext:
-    env = local_env(repo.path, run_env())
+    services = Services.resolve(repo.path, run_env())
     target = Target(repo=repo.path, rules_path=repo.path / "rules.toml")
-    rules, plan = make_plan(target, env)
+    planned = plan_target(target, services.env(), services)
     return steps.StepContext(
         repo=repo.path,
-        rules=rules,
-        artifacts=name_build(target, rules, plan, env),
-        env=env,
+        rules=planned.rules,
+        artifacts=name_build(planned.tree, planned.rules, planned.plan, planned.ref),
+        env=services.env(),
         publish_mode=publish_mode,
-        plan=plan,
+        plan=planned.plan,
     )
 
 

@@ -7,6 +7,8 @@ a successful run records what it deployed in the deploy ledger (``deploying``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from orchestrator.commands.io import CommandIO
 from orchestrator.commands.plan import show as show_plan
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, InputError
@@ -31,12 +33,15 @@ def run(target: Target, executor: str, fmt: str, io: CommandIO, services: str) -
         report = EXECUTORS[executor].execute(prepared, stream, io.env)
     else:
         report = RunReport(status="nothing-to-do")
+    report = replace(report, existing=prepared.plan.existing)
     from orchestrator.deploying import record_deploy
 
     recorded = record_deploy(prepared, report)
     if fmt == "json":
         io.stdout.write(report.to_json())
     else:
-        lines = [*summary_lines(report), *([recorded] if recorded else [])]
+        lines = summary_lines(report)
+        if recorded:  # before the final "run succeeded" line
+            lines = [*lines[:-1], recorded, *lines[-1:]]
         io.stdout.write("".join(line + "\n" for line in lines))
     return EXIT_OK if report.ok else EXIT_STEP_FAILED

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orchestrator.model import Existing
+
 RunStatus = Literal["succeeded", "failed", "nothing-to-do"]
 #: ``skipped``: not run because a step it needs failed (or was skipped).
 StepStatus = Literal["succeeded", "failed", "skipped"]
@@ -57,6 +59,8 @@ class RunReport:
     published: Mapping[str, Any] | None = None
     pipeline_run: PipelineRun | None = None
     build: BuildInfo | None = None
+    #: what the plan found already done (the finished plan's ``existing``)
+    existing: tuple[Existing, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -83,6 +87,8 @@ class RunReport:
         }
         if self.build is not None:
             data["build"] = {"id": self.build.id, "log_url": self.build.log_url}
+        data["existing"] = [{"id": e.id, "artifact": e.artifact, "note": e.note}
+                            for e in self.existing]  # fmt: skip
         return data
 
     def to_json(self) -> str:
@@ -103,6 +109,9 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
 def summary_lines(report: RunReport) -> list[str]:
     """The plain-text summary printed at the end of a run (table format)."""
     if report.status == "nothing-to-do":
+        trained = [e for e in report.existing if e.id == "publish"]
+        if trained:  # a re-run or a revert: the run that already trained this state
+            return [f"nothing to do: {trained[0].note}"]
         return ["nothing to do: the plan has no actions"]
     lines = []
     width = max((len(s.id) for s in report.steps), default=0)
