@@ -110,14 +110,12 @@ import hashlib
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,9 +123,11 @@ import functions_framework
 
 try:  # inside the repository (and the orchestrator's in-process call)
     from orchestrator import message, objects
-except ImportError:  # deployed: the deploy step copies both modules here
+    from orchestrator.runs import HOST, Decision, RegistryEntry, RunStatus, decide, iso_utc
+except ImportError:  # deployed: the deploy step copies these modules here
     import ct_message as message  # type: ignore[import-not-found, no-redef]
     import ct_objects as objects  # type: ignore[import-not-found, no-redef]
+    from ct_runs import HOST, RegistryEntry, decide, iso_utc  # type: ignore[import-not-found, no-redef]
 
 MessageError = message.MessageError
 StateError = message.StateError
@@ -543,187 +543,49 @@ def prepare_notification(
     return prepare_message(msg, config, env)
 
 
+#: A scheduled (or manual) retrain published straight to the topic, e.g. by Cloud Scheduler:
+#: ``--attributes=ct-trigger=schedule`` (the body is not read).
+TRIGGER_ATTRIBUTE = "ct-trigger"
+
+
+def prepare_trigger(
+    reason: str, config: Config, environ: Mapping[str, str] | None = None
+) -> RunRequest | str:
+    """Retrain the deployed state on the newest version of its data. A state that already
+    trained on exactly that data is not trained again (the run identity is the same): a
+    schedule retrains when the object behind the data URI changed, never twice on the same."""
+    env = os.environ if environ is None else environ
+    if reason not in ("schedule", "manual"):
+        raise MessageError(f"attribute {TRIGGER_ATTRIBUTE!r} must be schedule or manual")
+    stored = objects.read(config.ledger_uri, env)
+    if stored is None:
+        return f"{reason} retrain: no deploy ledger at {config.ledger_uri} yet, nothing to train"
+    state = message.decode_state(stored.data, source=config.ledger_uri)
+    version = state.data_version
+    if state.data_uri.startswith("gs://"):
+        current = objects.generation(state.data_uri, env)
+        if current is None:
+            raise MessageError(f"the deployed data {state.data_uri} no longer exists")
+        version = str(current)
+    msg = message.PublishMessage(
+        commit=state.commit,
+        ref=state.ref,
+        pipeline_spec_uri=state.pipeline_spec_uri,
+        source_uri=state.source_uri,
+        images=state.images,
+        parameters=state.parameters,
+        actions=(message.ActionSummary(reason, f"{reason} retrain of the deployed state"),),
+        data_uri=state.data_uri,
+        data_version=version if state.data_uri else "",
+        reason="schedule" if reason == "schedule" else "manual",
+        request_id=re.sub(r"[^A-Za-z0-9_.-]", "-", f"{reason}-{version or 'default'}")[:64],
+    )
+    return prepare_message(msg, config, env)
+
+
 # ---------------------------------------------------------------------------
 # The runs registry
 # ---------------------------------------------------------------------------
-
-RunStatus = Literal["running", "succeeded", "failed", "submitted"]
-_RUN_STATUSES = ("running", "succeeded", "failed", "submitted")
-
-
-def _host_identity() -> str:
-    """This machine: the hostname, and the kernel's boot id when it can be read (two
-    containers or a rebooted machine with the same name are different hosts)."""
-    name = socket.gethostname()
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
-    except OSError:
-        boot = ""
-    return f"{name}#{boot}" if boot else name
-
-
-HOST = _host_identity()
-
-
-def pid_alive(pid: int) -> bool:
-    """Is process ``pid`` on this host still running? Unknown counts as alive."""
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited; only its parent has not reaped it yet
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def iso_utc(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _epoch(text: str) -> float | None:
-    try:
-        return datetime.fromisoformat(text).timestamp() if text else None
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    """One run identity's registry object (see the module docstring)."""
-
-    run_id: str
-    status: RunStatus
-    request_id: str = ""
-    attempt: int = 1
-    job_id: str = ""
-    commit: str = ""
-    data_uri: str = ""
-    started: str = ""
-    lease_expires: str = ""
-    host: str = ""
-    pid: int = 0
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    detail: str = ""
-
-    def to_bytes(self) -> bytes:
-        return (
-            json.dumps(
-                {
-                    "run_id": self.run_id,
-                    "status": self.status,
-                    "request_id": self.request_id,
-                    "attempt": self.attempt,
-                    "job_id": self.job_id,
-                    "commit": self.commit,
-                    "data_uri": self.data_uri,
-                    "started": self.started,
-                    "lease_expires": self.lease_expires,
-                    "host": self.host,
-                    "pid": self.pid,
-                    "metrics": dict(self.metrics),
-                    "detail": self.detail,
-                },
-                sort_keys=True,
-                indent=2,
-            )
-            + "\n"
-        ).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> RegistryEntry:
-        """Parse an entry; MessageError saying why when it is not one."""
-        raw = message.load_json(data, "the registry entry")
-        if not isinstance(raw, dict):
-            raise MessageError("the registry entry is not a JSON object")
-        strings = ("run_id", "request_id", "job_id", "commit", "data_uri", "started",
-                   "lease_expires", "host", "detail")  # fmt: skip
-        if raw.get("status") not in _RUN_STATUSES:
-            raise MessageError(f"the registry entry has no known status ({raw.get('status')!r})")
-        for name in strings:
-            if not isinstance(raw.get(name, ""), str):
-                raise MessageError(f"the registry entry's {name!r} is not a string")
-        attempt, pid = raw.get("attempt", 1), raw.get("pid", 0)
-        if type(attempt) is not int or attempt < 1 or type(pid) is not int:
-            raise MessageError("the registry entry's attempt or pid is not a number")
-        metrics = raw.get("metrics", {})
-        if not isinstance(metrics, dict):
-            raise MessageError("the registry entry's metrics are not an object")
-        return cls(
-            status=raw["status"],
-            attempt=attempt,
-            pid=pid,
-            metrics=metrics,
-            **{name: raw.get(name, "") for name in strings},
-        )
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the registry entry says about a new delivery: claim (and with which attempt), or
-    not; ``note`` is the reason (a takeover or retry, or the duplicate's detail)."""
-
-    claim: bool
-    attempt: int = 1
-    note: str = ""
-
-
-def decide(
-    entry: RegistryEntry | None,
-    msg: message.PublishMessage,
-    now: float,
-    *,
-    host: str = HOST,
-    alive: Callable[[int], bool] = pid_alive,
-) -> Decision:
-    """The registry rules (see the module docstring). Pure: the clock and the process table
-    come in as parameters."""
-    if entry is None:
-        return Decision(True, 1)
-    if entry.status == "succeeded":
-        return Decision(False, note="already succeeded")
-    if entry.status == "submitted":
-        return Decision(False, note=f"already submitted as {entry.job_id or entry.run_id}")
-    if entry.status == "running":
-        lease = _epoch(entry.lease_expires)
-        if lease is None or now >= lease:
-            return Decision(
-                True,
-                entry.attempt,
-                f"took over attempt {entry.attempt}: its lease expired at "
-                f"{entry.lease_expires or '(none)'}"
-                + (f" ({entry.detail})" if entry.detail.startswith("interrupted") else ""),
-            )
-        if entry.host == host and not alive(entry.pid):
-            return Decision(
-                True,
-                entry.attempt,
-                f"took over attempt {entry.attempt}: its process {entry.pid} on {entry.host} "
-                "is gone",
-            )
-        return Decision(
-            False,
-            note=f"in progress: attempt {entry.attempt} on {entry.host or '?'} (pid {entry.pid}),"
-            f" lease until {entry.lease_expires}",
-        )
-    failure = entry.detail or "no detail"
-    if msg.retry and msg.request_id and msg.request_id != entry.request_id:
-        return Decision(
-            True,
-            entry.attempt + 1,
-            f"retry of failed attempt {entry.attempt} ({failure}), request {msg.request_id}",
-        )
-    hint = (
-        "this request already ran it; publish a new request with retry to run it again"
-        if msg.retry
-        else "publish it with retry to run it again"
-    )
-    return Decision(False, note=f"already failed: {failure} ({hint})")
 
 
 @dataclass
@@ -1050,10 +912,42 @@ def handle_message(
         prepared = prepare_notification(data, attrs, config, env)
         if isinstance(prepared, str):
             return RunResult("", config.backend, "ignored", detail=prepared)
-        request = prepared
-    else:
-        request = prepare(data, attrs, config, env)
-    return start(request, config, env)
+        result = start(prepared, config, env)
+        if result.status in ("succeeded", "submitted", "running"):
+            record_new_data(prepared, config, env)
+        return result
+    if TRIGGER_ATTRIBUTE in attrs:
+        triggered = prepare_trigger(attrs[TRIGGER_ATTRIBUTE], config, env)
+        if isinstance(triggered, str):
+            return RunResult("", config.backend, "ignored", detail=triggered)
+        return start(triggered, config, env)
+    return start(prepare(data, attrs, config, env), config, env)
+
+
+def record_new_data(request: RunRequest, config: Config, environ: Mapping[str, str]) -> None:
+    """The deployed state now trains on the new data: later builds use it too. A
+    compare-and-swap on the ledger record; a build that recorded meanwhile wins (its own
+    run already read the newest data from the record it replaced, or will on the next one)."""
+    stored = objects.read(config.ledger_uri, environ)
+    if stored is None:
+        return
+    state = message.decode_state(stored.data, source=config.ledger_uri)
+    updated = replace(
+        state,
+        data_uri=request.message.data_uri,
+        data_version=request.message.data_version,
+        run_id=request.run_id,
+        updated=iso_utc(time.time()),
+    )
+    try:
+        objects.write(
+            config.ledger_uri,
+            message.encode_state(updated),
+            environ,
+            if_generation=stored.generation,
+        )
+    except objects.PreconditionFailed:
+        log("INFO", f"the deploy ledger {config.ledger_uri} changed meanwhile; left as it is")
 
 
 # ---------------------------------------------------------------------------

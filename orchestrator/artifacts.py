@@ -47,6 +47,8 @@ class Artifacts:
     function_input: str = ""
     #: the data the run trains on ("" for the pipeline's default); set by ``trigger --data``
     data_uri: str = ""
+    #: which version of that data (an object's generation, a local file's hash)
+    data_version: str = ""
 
     def image(self, component: str) -> str:
         return dict(self.images)[component]
@@ -63,6 +65,7 @@ class Artifacts:
                 "parameters": dict(self.parameters),
                 "function_input": self.function_input,
                 "data_uri": self.data_uri,
+                "data_version": self.data_version,
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -82,6 +85,7 @@ class Artifacts:
                 parameters=tuple(sorted(data["parameters"].items())),
                 function_input=str(data.get("function_input", "")),
                 data_uri=str(data.get("data_uri", "")),
+                data_version=str(data.get("data_version", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"the artifacts description is not valid: {exc}") from None

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 
 from orchestrator import ledger, objects
 from orchestrator.artifacts import Artifacts
 from orchestrator.errors import OrchestratorError, ServiceUnreachable
-from orchestrator.message import DeployedState, branch_of, run_identity
+from orchestrator.message import DeployedState, branch_of, encode_state, run_identity
 from orchestrator.run.report import RunReport
 from orchestrator.services import STATE_DIR
 from orchestrator.workflow import Prepared, StoreProbe
@@ -52,6 +53,7 @@ def state_of(names: Artifacts, images: Mapping[str, str], env: Mapping[str, str]
             images,
             dict(names.parameters),
             names.data_uri,
+            names.data_version,
         )
     hashes = {"source": names.source_uri, "spec": names.spec_uri}
     hashes |= {f"image:{name}": tag for name, tag in names.images}
@@ -67,6 +69,7 @@ def state_of(names: Artifacts, images: Mapping[str, str], env: Mapping[str, str]
         images=dict(images),
         parameters=dict(names.parameters),
         data_uri=names.data_uri,
+        data_version=names.data_version,
         hashes=hashes,
         run_id=run_id,
     )
@@ -80,6 +83,9 @@ def record_deploy(prepared: Prepared, report: RunReport) -> str:
     state = deployed_state(prepared)
     if state is None:
         return "deploy ledger: unchanged (nothing was published)"
+    deployed = prepared.planned.deployed
+    if deployed is not None and _same(deployed.state, state):
+        return f"deploy ledger: {state.branch} unchanged at {state.commit[:12]}"
     git = prepared.planned.git
     outcome = ledger.record(
         location,
@@ -93,6 +99,11 @@ def record_deploy(prepared: Prepared, report: RunReport) -> str:
             "of it"
         )
     return f"deploy ledger: {state.branch} deployed at {state.commit[:12]} ({location.uri})"
+
+
+def _same(a: DeployedState, b: DeployedState) -> bool:
+    """The same record but for when it was written."""
+    return encode_state(replace(a, updated="")) == encode_state(replace(b, updated=""))
 
 
 def _images(prepared: Prepared) -> dict[str, str]:

@@ -234,6 +234,7 @@ class _Finisher:
                 self._image_refs(),
                 dict(self.names.parameters),
                 self.names.data_uri,
+                self.names.data_version,
             )
         status = self._status(run_id) if run_id else None
         changed = self._state_differs()
@@ -276,7 +277,7 @@ class _Finisher:
             differences.append("the images")
         if dict(deployed.parameters) != dict(names.parameters):
             differences.append("the parameters")
-        if deployed.data_uri != names.data_uri:
+        if (deployed.data_uri, deployed.data_version) != (names.data_uri, names.data_version):
             differences.append("the data")
         return ", ".join(differences)
 

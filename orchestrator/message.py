@@ -134,7 +134,9 @@ _STATE_REQUIRED = frozenset(
         "parameters",
     }
 )
-_STATE_FIELDS = _STATE_REQUIRED | {"data_uri", "hashes", "run_id", "published_message", "updated"}
+_STATE_FIELDS = _STATE_REQUIRED | {
+    "data_uri", "data_version", "hashes", "run_id", "published_message", "updated",
+}  # fmt: skip
 REPAIR_HINT = "python -m orchestrator ledger set ..."
 #: Raises the caller's error type with a reason.
 _Fail = Callable[[str], NoReturn]
@@ -222,6 +224,7 @@ class DeployedState:
     images: Mapping[str, str]  # component -> image reference (by digest)
     parameters: Mapping[str, ParamValue]
     data_uri: str = ""
+    data_version: str = ""  # which version of data_uri (an object generation, a file's hash)
     #: "source", "spec", "function", "image:<name>" -> content hash
     hashes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     run_id: str = ""  # the run identity last published for this state
@@ -478,6 +481,7 @@ def state_to_json_dict(state: DeployedState) -> dict[str, Any]:
         "images": dict(state.images),
         "parameters": dict(state.parameters),
         "data_uri": state.data_uri,
+        "data_version": state.data_version,
         "hashes": dict(state.hashes),
         "run_id": state.run_id,
         "published_message": state.published_message,
@@ -554,6 +558,7 @@ def decode_state(data: bytes, *, source: str) -> DeployedState:
         images=_images(raw["images"], fail),
         parameters=_parameters(raw["parameters"], fail, allow_data_uri=False),
         data_uri=_data_uri(raw.get("data_uri", ""), fail),
+        data_version=_data_version(raw.get("data_version", ""), fail),
         hashes=hashes,
         run_id=run_id,
         published_message=published,
@@ -689,6 +694,15 @@ def _parameters(value: object, fail: _Fail, *, allow_data_uri: bool) -> dict[str
             )
     if "data_uri" in value and not allow_data_uri:
         fail("parameter 'data_uri' is not allowed: the data is the field 'data_uri'")
+    return value
+
+
+def _data_version(value: object, fail: _Fail) -> str:
+    if not isinstance(value, str) or not _DATA_VERSION_RE.fullmatch(value):
+        fail(
+            "field 'data_version' must be a string of at most 128 printable characters "
+            f"without spaces, not {_show(value)}"
+        )
     return value
 
 

@@ -137,13 +137,16 @@ def read(uri: str, env: Mapping[str, str]) -> Stored | None:
     target = parse_uri(uri)
     if backend(env) == "local-dir":
         path = local_path(target, env)
-        try:
-            data = path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        if not path.parent.is_dir():
             return None
-        except IsADirectoryError:
-            raise ObjectError(f"{target} is a directory in {service_name(env)}") from None
-        return Stored(data, _local_generation(path))
+        with _locked(path, shared=True):  # the content and its generation, from one write
+            try:
+                data = path.read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except IsADirectoryError:
+                raise ObjectError(f"{target} is a directory in {service_name(env)}") from None
+            return Stored(data, _local_generation(path))
     exceptions = _google_exceptions()
     blob = _client(env).bucket(target.bucket).blob(target.key)
     try:
@@ -155,6 +158,29 @@ def read(uri: str, env: Mapping[str, str]) -> Stored | None:
     except Exception as exc:  # transport errors have many types
         raise _unreachable(exc, env) from exc
     return Stored(data, int(blob.generation or 0))
+
+
+def generation(uri: str, env: Mapping[str, str]) -> int | None:
+    """The object's generation (metadata only, nothing downloaded), or ``None`` if absent."""
+    target = parse_uri(uri)
+    if backend(env) == "local-dir":
+        path = local_path(target, env)
+        if not path.is_file():
+            return None
+        with _locked(path, shared=True):
+            return _local_generation(path) if path.is_file() else None
+    exceptions = _google_exceptions()
+    try:
+        blob = _client(env).bucket(target.bucket).get_blob(
+            target.key, timeout=_REQUEST_TIMEOUT, retry=_retry(env)
+        )
+    except exceptions.GoogleAPICallError as exc:
+        raise ObjectError(
+            f"looking up {target} in {service_name(env)} failed: {_api(exc)}"
+        ) from exc
+    except Exception as exc:  # transport errors have many types
+        raise _unreachable(exc, env) from exc
+    return int(blob.generation or 0) if blob is not None else None
 
 
 def exists(uri: str, env: Mapping[str, str]) -> bool:
@@ -253,10 +279,11 @@ def _local_generation(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Writers hold the object's lock exclusively, readers shared (one write is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(_sidecar(path, "lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:

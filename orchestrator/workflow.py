@@ -6,14 +6,12 @@ same way. Imports nothing heavy: no kfp, google-cloud or docker on this path.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
-from orchestrator import ledger, objects
+from orchestrator import ledger, objects, runs
 from orchestrator.adapters.git import Git
 from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters
 from orchestrator.changes import require_head, resolve_changes
@@ -211,16 +209,21 @@ def prepare(
     ledger (``finishing``): one place, for plan, --dry-run, emit and run."""
     planned = plan_target(target, env, services)
     rules = planned.rules
+    deployed = planned.deployed
+    if deployed is None and planned.location is not None:
+        deployed = ledger.read(planned.location, services.env())
+    # a build trains on the newest data a trigger or a notification brought, not the default
+    data_version = ""
+    if not data_uri and deployed is not None:
+        data_uri, data_version = deployed.state.data_uri, deployed.state.data_version
     try:
         names = name_build(planned.tree, rules, planned.plan, planned.ref, data_uri=data_uri)
+        names = replace(names, data_version=data_version)
     except ConfigError as exc:
         warning = f"not checked against what exists: {exc.message}"
         plan = replace(planned.plan, warnings=(*planned.plan.warnings, warning))
         placeholder = Artifacts("", "", "", (), "", "", ())
         return Prepared(target, rules, Finished(plan, placeholder), planned, services, exc)
-    deployed = planned.deployed
-    if deployed is None and planned.location is not None:
-        deployed = ledger.read(planned.location, services.env())
     finished = finish(
         planned.plan,
         rules,
@@ -275,25 +278,16 @@ class StoreProbe:
 def parse_run_status(data: bytes, now: float | None = None) -> RunStatus | None:
     """A runs-registry entry (written by the function) as finishing needs it."""
     try:
-        entry = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
-        return None
-    lease = entry.get("lease_expires")
-    if isinstance(lease, str):
-        try:
-            lease = datetime.fromisoformat(lease.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            lease = None
-    live = isinstance(lease, int | float) and lease > (time.time() if now is None else now)
-    metrics = entry.get("metrics")
-    numbers = (
-        {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        if isinstance(metrics, dict)
-        else None
-    )
-    return RunStatus(status=entry["status"], live=live, metrics=numbers)
+        entry = runs.RegistryEntry.from_bytes(data)
+    except runs.MessageError:
+        return None  # an unreadable entry: the function replaces it, so the run is wanted
+    moment = time.time() if now is None else now
+    numbers = {k: float(v) for k, v in entry.metrics.items() if _is_number(v)}
+    return RunStatus(status=entry.status, live=runs.live(entry, moment), metrics=numbers)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def load_contexts(tree: Tree, rules: Rules) -> dict[str, BuildContext]:

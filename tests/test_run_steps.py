@@ -129,8 +129,12 @@ def test_deploy_function_stages_the_function_with_the_message_module(repo: GitRe
     assert (stage / "main.py").read_bytes() == (repo.path / "function/main.py").read_bytes()
     assert (stage / "requirements.txt").is_file()
     import orchestrator.message
+    import orchestrator.objects
+    import orchestrator.runs
 
-    assert (stage / "ct_message.py").read_text() == Path(orchestrator.message.__file__).read_text()
+    for name in ("message", "objects", "runs"):  # what the deployed function imports
+        module = getattr(orchestrator, name)
+        assert (stage / f"ct_{name}.py").read_text() == Path(module.__file__).read_text()
     assert repo.git("status", "--porcelain") == ""
 
 
@@ -164,3 +168,20 @@ def test_the_step_command_performs_one_action(repo: GitRepo) -> None:
         re.M,
     )
     shutil.rmtree(bucket)
+
+
+def test_the_staged_function_imports_without_the_orchestrator_package(repo: GitRepo) -> None:
+    steps.run_step(steps.action_from_id("deploy_function"), context(repo))
+    stage = repo.path / ".orchestrator" / "function"
+    code = (
+        "import sys; sys.modules['orchestrator'] = None; "  # as when deployed: not installed
+        f"sys.path.insert(0, {str(stage)!r}); import main; "
+        "print(main.message.__name__, main.objects.__name__, main.decide.__module__)"
+    )
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=stage
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ct_message", "ct_objects", "ct_runs"]

@@ -19,8 +19,9 @@ from orchestrator.artifacts import Artifacts, parse_parameters
 from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, ConfigError, InputError
-from orchestrator.message import REASONS, ActionSummary, run_identity
+from orchestrator.message import REASONS, ActionSummary, DeployedState, run_identity
 from orchestrator.run import steps
+from orchestrator.run.report import format_metrics
 from orchestrator.services import Services
 from orchestrator.workflow import (
     Target,
@@ -65,7 +66,7 @@ def run(
         except OSError as exc:
             raise InputError(f"--params {params_file}: {exc.strerror or exc}") from None
         parameters.update(parse_parameters(text, source=str(params_file)))
-    data_uri = _data_uri(data, state.data_uri, services)
+    data_uri, data_version = _data(data, state, services)
     artifacts = Artifacts(
         commit=state.commit,
         ref=state.ref,
@@ -76,6 +77,7 @@ def run(
         parameters=tuple(sorted(parameters.items())),
         function_input=state.hashes.get("function", ""),
         data_uri=data_uri,
+        data_version=data_version,
     )
 
     def log(line: str) -> None:
@@ -100,7 +102,7 @@ def run(
     outcome = steps.send(ctx, message)
     io.stdout.write(outcome.message + "\n")
     if outcome.pipeline_run is not None and outcome.pipeline_run.metrics:
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(outcome.pipeline_run.metrics.items()))
+        metrics = format_metrics(outcome.pipeline_run.metrics)
         io.stdout.write(f"pipeline run {outcome.pipeline_run.run_id}: {metrics}\n")
     if outcome.error:
         io.stderr.write(f"orchestrator: error: {outcome.error}\n")
@@ -114,23 +116,34 @@ def run(
             dict(state.images),
             parameters,
             data_uri,
+            data_version,
         )
-    ledger.record(
-        location,
-        replace(state, parameters=parameters, data_uri=data_uri, run_id=run_id),
-        env,
-        is_ancestor=None,
+    ran = replace(
+        state,
+        parameters=parameters,
+        data_uri=data_uri,
+        data_version=data_version,
+        run_id=run_id,
     )
+    if ran.run_id != state.run_id or dict(ran.parameters) != dict(state.parameters):
+        ledger.record(location, ran, env, is_ancestor=None)
     return EXIT_OK
 
 
-def _data_uri(data: str | None, deployed: str, services: Services) -> str:
-    """``--data``: a ``gs://`` URI, or on the embedded default a local file."""
+def _data(data: str | None, deployed: DeployedState, services: Services) -> tuple[str, str]:
+    """``--data``: a ``gs://`` URI (its version: the object's generation), or on the embedded
+    default a local file (its version: a hash of its content). The same data again is the
+    same run; a file changed in place is new data."""
     if data is None:
-        return deployed
+        return deployed.data_uri, deployed.data_version
     if data.startswith("gs://"):
-        objects.parse_uri(data)  # a clean key, or a one-line error
-        return data
+        try:
+            version = objects.generation(data, services.env())
+        except objects.BadUri as exc:
+            raise InputError(f"--data {data}: {exc}") from None
+        if version is None:
+            raise InputError(f"--data {data}: no such object")
+        return data, str(version)
     if services.publish != "in-process":
         raise InputError(
             f"--data {data}: a run in the cloud reads gs:// URIs only; upload the file to the "
@@ -139,4 +152,5 @@ def _data_uri(data: str | None, deployed: str, services: Services) -> str:
     path = Path(data).expanduser()
     if not path.is_file():
         raise InputError(f"--data {data}: no such file")
-    return str(path.resolve())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    return str(path.resolve()), f"sha256:{digest}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from orchestrator import shipped
 from orchestrator.artifacts import Artifacts
 from orchestrator.contexts import context_path
 from orchestrator.errors import ConfigError
@@ -82,14 +83,8 @@ def _setup_step(rules: Rules, plan: Plan) -> dict[str, Any]:
         f"{shlex.quote(rules.build.install)}",
     ]
     if plan.action("deploy_function"):
-        # The function validates messages with the same module that publishes them.
-        target = f"{rules.function.dir}/ct_message.py"
-        commands.append(
-            f"{VENV}/bin/python -c "
-            + shlex.quote(
-                f"import shutil, orchestrator.message as m; shutil.copyfile(m.__file__, {target!r})"
-            )
-        )
+        # The function validates messages with the same modules that publish them.
+        commands.append(shipped.copy_command(f"{VENV}/bin/python", rules.function.dir))
     return {
         "id": SETUP_STEP,
         "name": rules.build.python_image,

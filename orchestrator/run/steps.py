@@ -31,6 +31,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from orchestrator import message as message_schema
+from orchestrator import shipped
 from orchestrator.adapters import docker as docker_adapter
 from orchestrator.adapters import process, pubsub, storage
 from orchestrator.artifacts import Artifacts
@@ -237,8 +238,8 @@ def compile_pipeline(action: Action, ctx: StepContext) -> StepOutcome:
 def deploy_function(action: Action, ctx: StepContext) -> StepOutcome:
     """Locally: stage the function as it would be deployed (Cloud Build runs gcloud instead).
 
-    ``<repo>/.orchestrator/function/`` gets the function directory plus the message schema
-    module as ``ct_message.py``, which the deployed function imports.
+    ``<repo>/.orchestrator/function/`` gets the function directory plus the modules it shares
+    with this package (``orchestrator.shipped``), which the deployed function imports.
     """
     source = ctx.repo / ctx.rules.function.dir
     if not (source / "main.py").is_file():
@@ -247,10 +248,7 @@ def deploy_function(action: Action, ctx: StepContext) -> StepOutcome:
     if stage.exists():
         shutil.rmtree(stage)
     shutil.copytree(source, stage, ignore=shutil.ignore_patterns("__pycache__"))
-    message_file = message_schema.__file__
-    if message_file is None:  # pragma: no cover - a namespace package would have no file
-        raise StepFailed("cannot find orchestrator/message.py to stage with the function")
-    shutil.copyfile(message_file, stage / "ct_message.py")
+    shipped.copy_into(stage)
     return StepOutcome(message=f"staged the function in {FUNCTION_STAGE_DIR}/")
 
 
@@ -309,6 +307,7 @@ def build_message(ctx: StepContext) -> message_schema.PublishMessage:
         parameters=dict(artifacts.parameters),
         actions=action_summaries(ctx.plan),
         data_uri=artifacts.data_uri,
+        data_version=artifacts.data_version,
         reason=ctx.reason,
         request_id=uuid.uuid4().hex,
         retry=True,

@@ -41,7 +41,7 @@ def workload_repo(
     rules_replace: Mapping[str, str] | None = None,
 ) -> GitRepo:
     repo = make_git_repo(name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "ct_message.py")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "ct_*.py")
     for folder in WORKLOAD:
         shutil.copytree(PROJECT / folder, repo.path / folder, ignore=ignore)
     for file in FILES:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import message, objects
+from orchestrator import message, objects, runs
 from tests.workload.conftest import LocalBucket
 from tests.workload.registry_worker import StandInPipeline
 from tests.workload.test_function import PARAMS, SHA, encode, load_function
@@ -309,7 +309,7 @@ def test_an_interrupted_run_is_taken_over_by_the_next_delivery(
     entry = store.entry(run_id)
     assert entry["status"] == "running"  # not a verdict on the state ...
     assert entry["detail"].startswith(f"interrupted: {type(interruption).__name__}")
-    lease = fn._epoch(entry["lease_expires"])
+    lease = runs.epoch(entry["lease_expires"])
     assert lease is not None and lease <= time.time()  # ... and free to take over
 
     pipeline.error = None
