@@ -171,8 +171,10 @@ def generation(uri: str, env: Mapping[str, str]) -> int | None:
             return _local_generation(path) if path.is_file() else None
     exceptions = _google_exceptions()
     try:
-        blob = _client(env).bucket(target.bucket).get_blob(
-            target.key, timeout=_REQUEST_TIMEOUT, retry=_retry(env)
+        blob = (
+            _client(env)
+            .bucket(target.bucket)
+            .get_blob(target.key, timeout=_REQUEST_TIMEOUT, retry=_retry(env))
         )
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(

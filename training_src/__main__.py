@@ -1,6 +1,6 @@
 """Train from the command line.
 
-    python -m training_src --model-dir DIR --metrics-path FILE [--data-uri URI] [--seed N] ...
+python -m training_src --model-dir DIR --metrics-path FILE [--data-uri URI] [--seed N] ...
 """
 
 from __future__ import annotations
