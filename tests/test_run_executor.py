@@ -145,6 +145,7 @@ def test_an_empty_plan_is_nothing_to_do() -> None:
         "steps": [],
         "published": None,
         "pipeline_run": None,
+        "existing": [],
     }
 
 

@@ -22,6 +22,8 @@ from orchestrator import shipped
 from orchestrator.artifacts import Artifacts
 from orchestrator.contexts import context_path
 from orchestrator.errors import ConfigError
+from orchestrator.ledger import Location
+from orchestrator.message import branch_of
 from orchestrator.model import Action, Plan, Rules
 
 WORKSPACE = "/workspace"
@@ -192,6 +194,11 @@ def deploy_function_args(rules: Rules, artifacts: Artifacts) -> list[str]:
         **({"CT_PROJECT": project.gcp_project} if project.gcp_project else {}),
         **({"CT_REGION": project.region} if project.region else {}),
         "CT_PIPELINE_ROOT": f"gs://{artifacts.bucket}/pipeline-root",
+        # the runs registry and the deploy ledger it retrains from on new data
+        "CT_STATE_PREFIX": project.prefix,
+        "CT_LEDGER_URI": Location(artifacts.bucket, project.prefix, branch_of(artifacts.ref)).uri,
+        **({"CT_DATA_PREFIX": rules.data.prefix} if rules.data.prefix else {}),
+        **({"CT_DATA_BUCKET": rules.data.bucket} if rules.data.bucket else {}),
         **dict(fn.env),
     }
     args = ["functions", "deploy", fn.name, "--gen2", "--quiet"]

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from orchestrator import message as message_schema
-from orchestrator import shipped
+from orchestrator import objects, shipped
 from orchestrator.adapters import docker as docker_adapter
 from orchestrator.adapters import process, pubsub, storage
 from orchestrator.artifacts import Artifacts
@@ -99,7 +99,9 @@ def run_test(action: Action, ctx: StepContext) -> StepOutcome:
     if test is None:
         raise ConfigError("the plan has a test step but no [test] command", file=ctx.rules.source)
     argv = python_argv(test.command)
-    completed = process.run(argv, cwd=ctx.repo, env=ctx.env, check=False)
+    # the repository's tests get the caller's environment, not the run's directory bucket
+    env = {k: v for k, v in ctx.env.items() if k != objects.LOCAL_BUCKET_ROOT_VAR}
+    completed = process.run(argv, cwd=ctx.repo, env=env, check=False)
     for line in (completed.stdout + completed.stderr).decode("utf-8", "replace").splitlines():
         ctx.log(line)
     if completed.returncode != 0:

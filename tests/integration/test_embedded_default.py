@@ -57,9 +57,8 @@ def test_run_builds_publishes_in_process_and_retrains_with_new_parameters(
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     accuracy = re.search(r"pipeline run succeeded: accuracy (\S+)", first.stdout)
     assert accuracy, first.stdout
-    assert f"already ran for these inputs: accuracy {accuracy.group(1)}" in rerun.stdout, (
-        rerun.stdout
-    )
+    assert "nothing to do: this state was already trained: run ct-" in rerun.stdout, rerun.stdout
+    assert f"accuracy {accuracy.group(1)}" in rerun.stdout
     assert len(list((repo.path / ".orchestrator" / "pipeline-root").glob("ct-*"))) == 1
 
     # A new hyper-parameter value: publish alone, with the spec compiled by the first run.
@@ -142,4 +141,5 @@ def test_nothing_to_do(make_git_repo: Callable[..., GitRepo]) -> None:
         "steps": [],
         "published": None,
         "pipeline_run": None,
+        "existing": [],
     }

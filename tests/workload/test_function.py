@@ -298,6 +298,7 @@ def test_transient_failures_are_raised_for_redelivery(
             "CT_BACKEND": "local",
             "CT_PIPELINE_ROOT": str(tmp_path / "root"),
             "STORAGE_EMULATOR_HOST": closed,
+            "ORCHESTRATOR_LOCAL_BUCKET_ROOT": "",  # whatever runs these tests may set it
         },
         cwd=REPO,
     )
