@@ -168,3 +168,23 @@ def test_nothing_to_do_submits_nothing(
     assert code == 0
     assert json.loads(out)["status"] == "nothing-to-do"
     assert cloudbuild_api.requests == []
+
+
+def test_on_a_fresh_bucket_the_build_makes_what_its_publish_needs(
+    git_repo: GitRepo, cloudbuild_api: LocalCloudBuild, tmp_path: Path
+) -> None:
+    repo = _repo(git_repo)
+    env = _env(cloudbuild_api, tmp_path)
+    dry = io.StringIO()
+    assert main(["plan", "--repo", str(repo.path), "--format", "json"], stdout=dry, env=env) == 0
+    planned = [a["id"] for a in json.loads(dry.getvalue())["actions"]]
+    emitted = io.StringIO()
+    assert main(["emit", "--repo", str(repo.path)], stdout=emitted, env=env) == 0
+    emitted_ids = [s["id"] for s in yaml.safe_load(emitted.getvalue())["steps"]]
+    assert _run(repo, env, "--format", "json")[0] == 0
+    [request] = cloudbuild_api.requests
+    submitted = [s.id for s in request.build.steps]
+    # nothing was ever uploaded or compiled: the publish needs both, and says why
+    assert {"upload_source", "compile_pipeline", "publish"} <= set(planned)
+    # plan (--dry-run), emit and run show and run exactly the same actions
+    assert emitted_ids == submitted == ["setup", *planned]
