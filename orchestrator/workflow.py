@@ -101,6 +101,8 @@ def uses_ledger_base(target: Target, env: Mapping[str, str]) -> bool:
     their base branch) and when ``--base`` or ``--changed`` says otherwise."""
     if target.base is not None or target.changed:
         return False
+    if env.get("_BASE_SHA", "").strip():  # Cloud Build: a base asked for explicitly
+        return False
     if target.since_deployed is not None:
         return target.since_deployed
     in_ci = env.get("CI", "").lower() in ("1", "true", "yes")

@@ -124,7 +124,7 @@ def test_push_workflow_runs_the_cloudbuild_executor_with_federated_auth() -> Non
     assert all(v.startswith("${{ vars.") for v in auth["with"].values())
     runs = [s["run"] for s in steps if "run" in s]
     assert "pip install '.[cloud]'" in runs
-    assert runs[-1] == "python -m orchestrator run --executor cloudbuild"
+    assert runs[-1] == "python -m orchestrator run --executor cloudbuild --since-deployed"
 
 
 def test_pull_request_workflow_only_plans() -> None:
@@ -247,7 +247,9 @@ def test_cloudbuild_entry_point_parses_into_a_build() -> None:
     assert "BRANCH_NAME=$BRANCH_NAME" in step.env
     script = step.args[-1]
     assert "pip install --quiet --disable-pip-version-check '.[cloud]'" in script
-    assert 'python -m orchestrator run --executor cloudbuild --head "$COMMIT_SHA"' in script
+    command = "python -m orchestrator run --executor cloudbuild --since-deployed"
+    command += ' --head "$COMMIT_SHA"'
+    assert command in script
     # every other `$` is escaped, so Cloud Build substitutes only what it should
     assert set(re.findall(r"(?<!\$)\$(?!\$)(\w+)", script)) == {"COMMIT_SHA"}
 

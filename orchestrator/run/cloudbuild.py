@@ -27,7 +27,7 @@ from orchestrator.errors import ConfigError, InputError
 from orchestrator.model import Plan, Rules
 from orchestrator.output import wants_rich
 from orchestrator.run.report import BuildInfo, RunReport, StepReport, StepStatus
-from orchestrator.workflow import Target, open_repo
+from orchestrator.workflow import Target, open_checkout
 
 POLL_VAR = "ORCHESTRATOR_CLOUDBUILD_POLL_SECONDS"
 DEFAULT_POLL_SECONDS = 5.0
@@ -115,8 +115,9 @@ def _upload_source(
     """Pack the working tree at the plan's head and upload it; the build's ``source``."""
     from orchestrator.adapters import storage
 
-    if not target.working_tree:
-        checked_out = open_repo(target.repo).read_commit("HEAD")
+    git = open_checkout(target.repo)
+    if not target.working_tree and git is not None:  # without git the files are the commit's
+        checked_out = git.read_commit("HEAD")
         if checked_out is None or checked_out.sha != plan.head:
             raise InputError(
                 f"--executor cloudbuild sends the checked-out files as the build source, but "
