@@ -527,13 +527,8 @@ def prepare_notification(
     if stored is None:
         return f"{where}: no deploy ledger at {config.ledger_uri} yet, nothing to retrain"
     state = message.decode_state(stored.data, source=config.ledger_uri)
-    msg = message.PublishMessage(
-        commit=state.commit,
-        ref=state.ref,
-        pipeline_spec_uri=state.pipeline_spec_uri,
-        source_uri=state.source_uri,
-        images=state.images,
-        parameters=state.parameters,
+    msg = message.request_for(
+        state,
         actions=(message.ActionSummary("data", f"new data {where} (generation {generation})"),),
         data_uri=f"gs://{bucket}/{name}",
         data_version=generation,
@@ -567,15 +562,9 @@ def prepare_trigger(
         if current is None:
             raise MessageError(f"the deployed data {state.data_uri} no longer exists")
         version = str(current)
-    msg = message.PublishMessage(
-        commit=state.commit,
-        ref=state.ref,
-        pipeline_spec_uri=state.pipeline_spec_uri,
-        source_uri=state.source_uri,
-        images=state.images,
-        parameters=state.parameters,
+    msg = message.request_for(
+        state,
         actions=(message.ActionSummary(reason, f"{reason} retrain of the deployed state"),),
-        data_uri=state.data_uri,
         data_version=version if state.data_uri else "",
         reason="schedule" if reason == "schedule" else "manual",
         request_id=re.sub(r"[^A-Za-z0-9_.-]", "-", f"{reason}-{version or 'default'}")[:64],

@@ -489,6 +489,22 @@ def state_to_json_dict(state: DeployedState) -> dict[str, Any]:
     }
 
 
+def request_for(state: DeployedState, **changes: Any) -> PublishMessage:
+    """The run request of a deployed state (its spec, source, images and parameters), with
+    ``changes`` (``actions``, ``data_uri``, ``reason``, ``request_id`` ...) applied."""
+    fields: dict[str, Any] = {
+        "commit": state.commit,
+        "ref": state.ref,
+        "pipeline_spec_uri": state.pipeline_spec_uri,
+        "source_uri": state.source_uri,
+        "images": state.images,
+        "parameters": state.parameters,
+        "data_uri": state.data_uri,
+        "data_version": state.data_version,
+    }
+    return PublishMessage(**(fields | changes))
+
+
 def encode_state(state: DeployedState) -> bytes:
     """The record as stable JSON (sorted keys), UTF-8. Validates first (StateError)."""
     data = (

@@ -119,7 +119,7 @@ def service_name(env: Mapping[str, str]) -> str:
     if kind == "local-dir":
         return f"the local bucket directory {env[LOCAL_BUCKET_ROOT_VAR]}"
     if kind == "emulator":
-        return f"the Cloud Storage emulator at {_emulator_url(env)}"
+        return f"the Cloud Storage emulator at {emulator_url(env)}"
     return "Cloud Storage"
 
 
@@ -148,9 +148,9 @@ def read(uri: str, env: Mapping[str, str]) -> Stored | None:
                 raise ObjectError(f"{target} is a directory in {service_name(env)}") from None
             return Stored(data, _local_generation(path))
     exceptions = _google_exceptions()
-    blob = _client(env).bucket(target.bucket).blob(target.key)
+    blob = client(env).bucket(target.bucket).blob(target.key)
     try:
-        data = blob.download_as_bytes(timeout=_REQUEST_TIMEOUT, retry=_retry(env))
+        data = blob.download_as_bytes(timeout=_REQUEST_TIMEOUT, retry=retry(env))
     except exceptions.NotFound:
         return None
     except exceptions.GoogleAPICallError as exc:
@@ -172,9 +172,9 @@ def generation(uri: str, env: Mapping[str, str]) -> int | None:
     exceptions = _google_exceptions()
     try:
         blob = (
-            _client(env)
+            client(env)
             .bucket(target.bucket)
-            .get_blob(target.key, timeout=_REQUEST_TIMEOUT, retry=_retry(env))
+            .get_blob(target.key, timeout=_REQUEST_TIMEOUT, retry=retry(env))
         )
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(
@@ -191,8 +191,8 @@ def exists(uri: str, env: Mapping[str, str]) -> bool:
         return local_path(target, env).is_file()
     exceptions = _google_exceptions()
     try:
-        blob = _client(env).bucket(target.bucket).blob(target.key)
-        return bool(blob.exists(timeout=_REQUEST_TIMEOUT, retry=_retry(env)))
+        blob = client(env).bucket(target.bucket).blob(target.key)
+        return bool(blob.exists(timeout=_REQUEST_TIMEOUT, retry=retry(env)))
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(
             f"looking up {target} in {service_name(env)} failed: {_api(exc)}"
@@ -218,7 +218,7 @@ def list_keys(bucket: str, prefix: str, env: Mapping[str, str]) -> list[str]:
         return sorted(keys)
     exceptions = _google_exceptions()
     try:
-        blobs = _client(env).list_blobs(bucket, prefix=prefix, timeout=_REQUEST_TIMEOUT)
+        blobs = client(env).list_blobs(bucket, prefix=prefix, timeout=_REQUEST_TIMEOUT)
         return sorted(str(blob.name) for blob in blobs)
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(
@@ -247,14 +247,14 @@ def write(
     if backend(env) == "local-dir":
         return _local_write(local_path(target, env), data, if_generation, target)
     exceptions = _google_exceptions()
-    blob = _client(env).bucket(target.bucket).blob(target.key)
+    blob = client(env).bucket(target.bucket).blob(target.key)
     try:
         blob.upload_from_string(
             data,
             content_type=content_type,
             if_generation_match=if_generation,
             timeout=_REQUEST_TIMEOUT,
-            retry=_retry(env),
+            retry=retry(env),
         )
     except exceptions.PreconditionFailed:
         raise PreconditionFailed(f"{target} changed while it was being updated") from None
@@ -321,12 +321,13 @@ def _google_exceptions() -> Any:
     return exceptions
 
 
-def _emulator_url(env: Mapping[str, str]) -> str:
+def emulator_url(env: Mapping[str, str]) -> str:
     host = env[EMULATOR_HOST_VAR].rstrip("/")
     return host if "://" in host else f"http://{host}"
 
 
-def _client(env: Mapping[str, str]) -> Any:
+def client(env: Mapping[str, str]) -> Any:
+    """A google-cloud-storage client for the backend ``env`` names (emulator or GCS)."""
     from google.cloud import storage
 
     if backend(env) == "emulator":
@@ -335,7 +336,7 @@ def _client(env: Mapping[str, str]) -> Any:
         return storage.Client(
             project=env.get("GOOGLE_CLOUD_PROJECT") or "local-emulator",
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": _emulator_url(env)},
+            client_options={"api_endpoint": emulator_url(env)},
         )
     try:
         return storage.Client(project=env.get("GOOGLE_CLOUD_PROJECT"))
@@ -343,7 +344,8 @@ def _client(env: Mapping[str, str]) -> Any:
         raise _unreachable(exc, env) from exc
 
 
-def _retry(env: Mapping[str, str]) -> Any:
+def retry(env: Mapping[str, str]) -> Any:
+    """The retry policy: none against the emulator (fail fast), bounded against GCS."""
     if backend(env) == "emulator":
         return None
     from google.cloud.storage.retry import DEFAULT_RETRY

@@ -12,14 +12,12 @@ pattern semantics (nested ``.gitignore`` files are not read there).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.adapters.git import Git
+from orchestrator.adapters.git import Git, file_entry
 from orchestrator.gitignore import compile_pattern
 from orchestrator.matching import Matcher
 from orchestrator.model import Directive, Rule, TreeEntry
@@ -104,7 +102,7 @@ class DiskTree:
                 relative = full.relative_to(self.root).as_posix()
                 if self._skipped(relative):
                     continue
-                entry = _disk_entry(full, relative)
+                entry = file_entry(full, relative)
                 if entry is not None:
                     entries.append(entry)
             for name in list(dirs):  # a symbolic link to a directory is a link, not followed
@@ -112,7 +110,7 @@ class DiskTree:
                 if full.is_symlink():
                     dirs.remove(name)
                     relative = full.relative_to(self.root).as_posix()
-                    entry = None if self._skipped(relative) else _disk_entry(full, relative)
+                    entry = None if self._skipped(relative) else file_entry(full, relative)
                     if entry is not None:
                         entries.append(entry)
         return sorted(entries, key=lambda e: e.path)
@@ -122,20 +120,6 @@ class DiskTree:
 
     def existing_dirs(self, dirs: Sequence[str]) -> frozenset[str]:
         return frozenset(d for d in dirs if (self.root / d).is_dir())
-
-
-def _disk_entry(full: Path, relative: str) -> TreeEntry | None:
-    info = full.lstat()
-    if stat.S_ISLNK(info.st_mode):
-        mode, data = "120000", os.fsencode(full.readlink())
-    elif stat.S_ISREG(info.st_mode):
-        mode = "100755" if info.st_mode & 0o111 else "100644"
-        data = full.read_bytes()
-    else:
-        return None
-    blob = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
-    blob.update(data)
-    return TreeEntry(mode, blob.hexdigest(), relative)
 
 
 def _read(path: Path) -> bytes | None:

@@ -350,21 +350,12 @@ class Git:
             if path in gitlinks:
                 entries.append(TreeEntry("160000", gitlinks[path], path))
                 continue
-            full = self.repo / path
             try:
-                info = full.lstat()
-                if stat.S_ISLNK(info.st_mode):
-                    mode, data = "120000", os.fsencode(full.readlink())
-                elif stat.S_ISREG(info.st_mode):
-                    mode = "100755" if info.st_mode & 0o111 else "100644"
-                    data = full.read_bytes()
-                else:
-                    continue
+                entry = file_entry(self.repo / path, path, algorithm)
             except FileNotFoundError:  # a tracked file deleted in the working tree
                 continue
-            blob = hashlib.new(algorithm, b"blob %d\0" % len(data))
-            blob.update(data)
-            entries.append(TreeEntry(mode, blob.hexdigest(), path))
+            if entry is not None:
+                entries.append(entry)
         return entries
 
     def object_format(self) -> str:
@@ -406,6 +397,23 @@ class Git:
     def _is_tree(self, head: str, path: str) -> bool:
         completed = self._run("cat-file", "-t", _tree_rev(head, path), check=False)
         return completed.returncode == 0 and completed.stdout.strip() == b"tree"
+
+
+def file_entry(full: Path, path: str, algorithm: str = "sha1") -> TreeEntry | None:
+    """The tree entry git would store for the file at ``full`` (``git add``): its mode and
+    blob id. A symbolic link is stored as a link, never followed; ``None`` for anything that
+    is neither a file nor a link."""
+    info = full.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        mode, data = "120000", os.fsencode(full.readlink())
+    elif stat.S_ISREG(info.st_mode):
+        mode = "100755" if info.st_mode & 0o111 else "100644"
+        data = full.read_bytes()
+    else:
+        return None
+    blob = hashlib.new(algorithm, b"blob %d\0" % len(data))
+    blob.update(data)
+    return TreeEntry(mode, blob.hexdigest(), path)
 
 
 def _decode(path: bytes) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from orchestrator import objects
 from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
 
 if TYPE_CHECKING:
@@ -366,40 +367,22 @@ def _same_content(
     return existing == data
 
 
-def _emulator_url(env: Mapping[str, str]) -> str:
-    host = env[EMULATOR_HOST_VAR].rstrip("/")
-    return host if "://" in host else f"http://{host}"
-
-
 def _service_name(env: Mapping[str, str]) -> str:
     if backend_for(env) == "emulator":
-        return f"the Cloud Storage emulator at {_emulator_url(env)} ({EMULATOR_HOST_VAR})"
+        return f"the Cloud Storage emulator at {objects.emulator_url(env)} ({EMULATOR_HOST_VAR})"
     return "Cloud Storage"
 
 
 def _client(env: Mapping[str, str]) -> StorageClient:
-    from google.cloud.storage import Client
-
-    if backend_for(env) == "emulator":
-        from google.auth.credentials import AnonymousCredentials
-
-        return Client(
-            project=env.get("GOOGLE_CLOUD_PROJECT") or "local-emulator",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": _emulator_url(env)},
-        )
     try:
-        return Client(project=env.get("GOOGLE_CLOUD_PROJECT"))
-    except Exception as exc:  # google.auth raises several credential error types
-        raise _unreachable(exc, env) from exc
+        made: StorageClient = objects.client(env)
+    except objects.Unreachable as exc:
+        raise ServiceUnreachable(str(exc)) from exc
+    return made
 
 
 def _retry(env: Mapping[str, str]) -> Any:
-    if backend_for(env) == "emulator":
-        return None
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
-    return DEFAULT_RETRY.with_timeout(_GCS_RETRY_DEADLINE)
+    return objects.retry(env)
 
 
 def _unreachable(exc: Exception, env: Mapping[str, str]) -> ServiceUnreachable:
