@@ -199,8 +199,8 @@ def test_a_copy_without_git_plans_from_hashes_as_git_does(
     assert [a["id"] for a in from_hashes["actions"]] == [a["id"] for a in with_git["actions"]]
 
 
-def _interrupt_during_publish(repo: GitRepo) -> None:
-    """Start a run, send SIGTERM once its training run has claimed the registry, wait."""
+def _interrupt_during_publish(repo: GitRepo, sig: int = signal.SIGTERM) -> None:
+    """Start a run, send ``sig`` once its training run has claimed the registry, wait."""
     before = {r["run_id"] for r in trained_runs(repo)}
     process = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "run"],
@@ -219,7 +219,7 @@ def _interrupt_during_publish(repo: GitRepo) -> None:
     else:
         process.kill()
         raise AssertionError("the run never started training")
-    os.killpg(process.pid, signal.SIGTERM)
+    os.killpg(process.pid, sig)
     process.wait(60)
 
 
@@ -231,3 +231,39 @@ def _write_digits_csv(path: Path, *, rows: int) -> None:
     for features, label in list(zip(digits.data, digits.target, strict=True))[:rows]:
         lines.append(",".join([*(str(int(v)) for v in features), str(int(label))]))
     path.write_text("\n".join(lines) + "\n")
+
+
+def test_interrupted_and_failed_runs_never_block_the_next_and_new_parameters_train_once(
+    make_git_repo: Callable[..., GitRepo], tmp_path: Path
+) -> None:
+    repo = workload_repo(make_git_repo)
+    append_line(repo, "training_src/train.py", "# a change")
+    repo.commit(message="a change")
+
+    # Ctrl-C while the pipeline trains: the next run trains.
+    _interrupt_during_publish(repo, signal.SIGINT)
+    ok(cli(repo, "run"))
+    assert any(r["status"] == "succeeded" for r in trained_runs(repo))
+
+    # New parameters on the same commit: one run, and only one.
+    params = tmp_path / "params.toml"
+    params.write_text("hidden_units = 32\n")
+    assert re.search(
+        r"pipeline run ct-\w+ succeeded", ok(cli(repo, "trigger", "--params", str(params)))
+    )
+    assert deployed(repo)["parameters"]["hidden_units"] == 32
+    again = ok(cli(repo, "trigger", "--params", str(params)))
+    assert "already ran for these inputs" in again
+    assert len(trained_runs(repo)) == 2
+
+    # A failed pipeline run does not block a retry: asked again, it runs again.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")  # no label column: the pipeline fails
+    failed = cli(repo, "trigger", "--data", str(bad))
+    assert failed.returncode == 1
+    assert failed.stderr.count("\n") == 1 and "failed" in failed.stderr
+    retried = cli(repo, "trigger", "--data", str(bad))
+    assert retried.returncode == 1
+    (entry,) = [r for r in trained_runs(repo) if r["data_uri"] == str(bad)]
+    assert (entry["status"], entry["attempt"]) == ("failed", 2)
+    assert deployed(repo)["data_uri"] == ""  # a failed run deploys nothing
