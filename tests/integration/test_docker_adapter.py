@@ -164,3 +164,18 @@ def test_missing_context_or_dockerfile(context: Path) -> None:
         docker_adapter.build_and_push(context / "nope", "Dockerfile", "r/x:t", {}, env={})
     with pytest.raises(InputError, match="Dockerfile Dockerfile not found"):
         docker_adapter.build_and_push(context, "Dockerfile", "r/x:t", {}, env={})
+
+
+@pytest.mark.docker
+def test_the_registry_adapter_finds_a_pushed_tag_by_digest_and_a_missing_one_not(
+    engine: tuple[dict[str, str], str], context: Path
+) -> None:
+    from orchestrator.adapters import registry
+
+    env, host = engine
+    image = f"{host}/ct/hello:t-{uuid.uuid4().hex[:8]}"
+    pinned = docker_adapter.build_and_push(context, "docker/Dockerfile", image, {}, env=env)
+    served = _registry_digest(host, "ct/hello", image.rsplit(":", 1)[1])
+    assert registry.manifest_digest(image, env) == served == pinned.split("@")[1]
+    assert registry.manifest_digest(f"{host}/ct/hello:never-pushed", env) is None
+    assert registry.manifest_digest(f"{host}/ct/nothing-here:t", env) is None
