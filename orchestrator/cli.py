@@ -9,13 +9,11 @@ import argparse
 import contextlib
 import os
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, NoReturn, cast
 
 from orchestrator import __version__
-from orchestrator.commands import emit, explain, plan, validate
 from orchestrator.commands.io import CommandIO
 from orchestrator.errors import (
     EXIT_BAD_INPUT,
@@ -26,7 +24,7 @@ from orchestrator.errors import (
     OrchestratorError,
 )
 from orchestrator.objects import BadUri, ObjectError
-from orchestrator.output import error_line
+from orchestrator.output import SafeStream, error_line
 from orchestrator.workflow import Target
 
 FORMATS = ("table", "json", "markdown", "github")
@@ -77,6 +75,13 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "default with --executor cloudbuild)",
     )
     parser.add_argument("--format", choices=FORMATS, default=d("table"), help="output format")
+    parser.add_argument(
+        "--all-paths",
+        action="store_true",
+        default=d(False),
+        help="json: list every path in reasons and skipped (default: one per rule and "
+        "pattern, with a count)",
+    )
     parser.add_argument(
         "--debug", action="store_true", default=d(False), help="show tracebacks on errors"
     )
@@ -160,9 +165,9 @@ def main(
     stderr: IO[str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    io = CommandIO(
-        stdout=stdout or sys.stdout,
-        stderr=stderr or sys.stderr,
+    io = CommandIO(  # every byte written is valid in the stream's encoding (SafeStream)
+        stdout=cast(IO[str], SafeStream(stdout or sys.stdout)),
+        stderr=cast(IO[str], SafeStream(stderr or sys.stderr)),
         env=os.environ if env is None else env,
     )
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -177,12 +182,12 @@ def main(
         return _dispatch(args, io)
     except OrchestratorError as exc:
         if debug:
-            traceback.print_exc(file=io.stderr)
+            _traceback(io)
         io.stderr.write(error_line(str(exc)))
         return exc.exit_code
     except ObjectError as exc:  # the bucket layer is shared with the function: no exit codes
         if debug:
-            traceback.print_exc(file=io.stderr)
+            _traceback(io)
         io.stderr.write(error_line(str(exc)))
         return EXIT_BAD_INPUT if isinstance(exc, BadUri) else EXIT_STEP_FAILED
     except KeyboardInterrupt:
@@ -190,7 +195,7 @@ def main(
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into exit 3
         if debug:
-            traceback.print_exc(file=io.stderr)
+            _traceback(io)
         io.stderr.write(
             error_line(
                 f"internal error: {type(exc).__name__}: {exc} "
@@ -200,7 +205,16 @@ def main(
         return EXIT_INTERNAL
 
 
+def _traceback(io: CommandIO) -> None:
+    import traceback
+
+    traceback.print_exc(file=io.stderr)
+
+
 def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
+    # each command's modules are imported when it runs: plan's path stays light
+    from orchestrator.commands import plan
+
     repo: Path = args.repo
     target = Target(
         repo=repo,
@@ -216,12 +230,19 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
     if command is None:
         if not args.dry_run:
             raise InputError("nothing to do: give a command (plan, explain, validate) or --dry-run")
-        return plan.run(target, args.format, io, services_choice, show_config=True)
+        return plan.run(
+            target, args.format, io, services_choice, show_config=True, all_paths=args.all_paths
+        )
     if args.dry_run and command != "plan":
         raise InputError(f"--dry-run does not apply to '{command}'")
     if command == "plan":
-        return plan.run(target, args.format, io, services_choice, show_config=args.dry_run)
+        return plan.run(
+            target, args.format, io, services_choice, show_config=args.dry_run,
+            all_paths=args.all_paths,
+        )  # fmt: skip
     if command == "emit":
+        from orchestrator.commands import emit
+
         return emit.run(target, args.output, io, services_choice)
     if command == "run":
         from orchestrator.commands import run as run_command
@@ -263,8 +284,12 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
 
         return step_command.run(target, args.action_id, args.artifacts, io)
     if command == "validate":
+        from orchestrator.commands import validate
+
         return validate.run(target, io)
     if command == "explain":
+        from orchestrator.commands import explain
+
         return explain.run(target, args.paths, io)
     raise InputError(f"unknown command {command!r}")
 

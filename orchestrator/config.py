@@ -385,7 +385,7 @@ class _Validator:
                 key="rule",
                 line=self._key_line("rule", None),
             )
-        names: dict[str, int] = {}
+        names: dict[str, int | None] = {}
         component_names = {c.name for c in components}
         rules = []
         for index, body in enumerate(raw):
@@ -403,13 +403,14 @@ class _Validator:
             )
             if not name.strip():
                 raise self.fail("must not be empty", key=f"{where}.name", line=header)
-            if name in names:
+            if name in names:  # lines are looked up only for an error: O(lines) each
+                first = self._key_line("name", names[name]) or 0
                 raise self.fail(
-                    f"duplicate rule name '{name}' (first defined at line {names[name]})",
+                    f"duplicate rule name '{name}' (first defined at line {first})",
                     key=f"{where}.name",
                     line=self._key_line("name", header),
                 )
-            names[name] = self._key_line("name", header) or 0
+            names[name] = header
             patterns = self._patterns(body, where=where, header=header)
             directives = self._directives(
                 body, where=where, header=header, components=component_names, test=test
@@ -426,29 +427,28 @@ class _Validator:
         value = body[key]
         if isinstance(value, str):
             value = [value]
-        line = self._key_line(key, header)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(
                 f"must be a string or a list of strings, not {_describe(value)}",
                 key=f"{where}.{key}",
-                line=line,
+                line=self._key_line(key, header),
             )
         if not value:
-            raise self.fail("must not be empty", key=f"{where}.{key}", line=line)
+            raise self.fail(
+                "must not be empty", key=f"{where}.{key}", line=self._key_line(key, header)
+            )
         return value
 
     def _patterns(
         self, body: Mapping[str, Any], *, where: str, header: int | None
     ) -> tuple[str, ...]:
         value = self._string_list(body, "paths", where=where, header=header)
-        line = self._key_line("paths", header)
         for pattern in value:
             try:
                 compile_pattern(pattern)
             except ValueError as exc:
-                raise self.fail(
-                    str(exc), key=f"{where}.paths", line=self._value_line(pattern, line)
-                ) from None
+                line = self._value_line(pattern, self._key_line("paths", header))
+                raise self.fail(str(exc), key=f"{where}.paths", line=line) from None
         return tuple(value)
 
     def _value_line(self, value: str, start: int | None) -> int | None:
@@ -475,44 +475,59 @@ class _Validator:
         test: TestSettings | None,
     ) -> tuple[Directive, ...]:
         value = self._string_list(body, "do", where=where, header=header)
-        line = self._key_line("do", header)
-        directives = []
-        for item in value:
-            kind, _, target = item.partition(":")
-            if kind not in DIRECTIVE_KINDS:
-                raise self.fail(
-                    f"unknown action '{item}'; use one of: {', '.join(DIRECTIVE_KINDS)}"
-                    " (build_image may name a component: build_image:<name>)",
-                    key=f"{where}.do",
-                    line=line,
-                )
-            if target and kind != "build_image":
-                raise self.fail(
-                    f"'{kind}' takes no ':{target}' (only build_image names a component)",
-                    key=f"{where}.do",
-                    line=line,
-                )
-            if ":" in item and not target:
-                raise self.fail(f"'{item}' names no component", key=f"{where}.do", line=line)
-            if target and target not in components:
-                known = ", ".join(sorted(components)) or "none are declared"
-                raise self.fail(
-                    f"unknown component '{target}' in '{item}' (components: {known})",
-                    key=f"{where}.do",
-                    line=line,
-                )
-            if kind == "test" and test is None:
-                raise self.fail(
-                    "says 'test' but rules.toml has no [test] table with a command",
-                    key=f"{where}.do",
-                    line=line,
-                )
-            directives.append(Directive(kind=kind, target=target or None))
+        directives = [self._directive(item, where, header, components, test) for item in value]
         if len(directives) > 1 and any(d.kind == "skip" for d in directives):
             raise self.fail(
-                "'skip' cannot be combined with other actions", key=f"{where}.do", line=line
+                "'skip' cannot be combined with other actions",
+                key=f"{where}.do",
+                line=self._key_line("do", header),
             )
         return tuple(dict.fromkeys(directives))
+
+    def _directive(
+        self,
+        item: str,
+        where: str,
+        header: int | None,
+        components: set[str],
+        test: TestSettings | None,
+    ) -> Directive:
+        kind, _, target = item.partition(":")
+        if (
+            kind in DIRECTIVE_KINDS
+            and (not target or (kind == "build_image" and target in components))
+            and (":" not in item or target)
+            and (kind != "test" or test is not None)
+        ):
+            return Directive(kind=kind, target=target or None)
+        line = self._key_line("do", header)  # an error: now find its line
+        if kind not in DIRECTIVE_KINDS:
+            raise self.fail(
+                f"unknown action '{item}'; use one of: {', '.join(DIRECTIVE_KINDS)}"
+                " (build_image may name a component: build_image:<name>)",
+                key=f"{where}.do",
+                line=line,
+            )
+        if target and kind != "build_image":
+            raise self.fail(
+                f"'{kind}' takes no ':{target}' (only build_image names a component)",
+                key=f"{where}.do",
+                line=line,
+            )
+        if ":" in item and not target:
+            raise self.fail(f"'{item}' names no component", key=f"{where}.do", line=line)
+        if target and target not in components:
+            known = ", ".join(sorted(components)) or "none are declared"
+            raise self.fail(
+                f"unknown component '{target}' in '{item}' (components: {known})",
+                key=f"{where}.do",
+                line=line,
+            )
+        raise self.fail(
+            "says 'test' but rules.toml has no [test] table with a command",
+            key=f"{where}.do",
+            line=line,
+        )
 
 
 def _normalise_dir(path: str) -> str:

@@ -13,10 +13,11 @@ git, or from the working tree) and passes in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.errors import ConfigError
 from orchestrator.model import Component, Rules, TreeEntry
@@ -69,15 +70,43 @@ class BuildContext:
 def content_id(
     entries: Iterable[TreeEntry], directory: str, keep: Callable[[str], bool] | None = None
 ) -> str:
-    """A name for the content of the files below ``directory`` that ``keep`` keeps: their
-    modes, object ids and paths relative to it. The same files give the same id whether they
-    come from a commit or from the working tree (:class:`TreeEntry` carries git's ids)."""
-    lines = []
-    for entry in sorted(entries, key=lambda e: e.path):
-        if holds(directory, entry.path) and (keep is None or keep(entry.path)):
-            relative = entry.path[len(directory) + 1 :] if directory else entry.path
-            lines.append(f"{entry.mode} {entry.oid} {relative}")
-    digest = hashlib.sha256("\0".join(lines).encode("utf-8", "surrogateescape"))
+    """A name for the content of the files below ``directory`` that ``keep`` keeps: the id
+    git gives the tree of exactly those files (``git write-tree`` of them; ``git rev-parse
+    <commit>:<directory>`` when ``keep`` keeps everything), so a commit's directory is named
+    by one ``cat-file`` without listing it. The same files give the same id whether they come
+    from a commit, the working tree or a checkout without git (:class:`TreeEntry` carries
+    git's object ids; the hash follows theirs: sha1, or sha256 for 64-digit ids).
+
+    Tree objects: https://git-scm.com/book/en/v2/Git-Internals-Git-Objects (entries sorted
+    by name, a directory as if its name ended in ``/``; a directory's mode is ``40000``).
+    """
+    root: dict[str, Any] = {}
+    algorithm = "sha1"
+    for entry in entries:
+        if not holds(directory, entry.path) or (keep is not None and not keep(entry.path)):
+            continue
+        relative = entry.path[len(directory) + 1 :] if directory else entry.path
+        *parents, name = relative.split("/")
+        node = root
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[name] = entry
+        if len(entry.oid) == 64:
+            algorithm = "sha256"
+    return _tree_id(root, algorithm)
+
+
+def _tree_id(node: dict[str, Any], algorithm: str) -> str:
+    records = []
+    for name, child in node.items():
+        raw = name.encode("utf-8", "surrogateescape")
+        if isinstance(child, dict):
+            records.append((raw + b"/", b"40000 " + raw, _tree_id(child, algorithm)))
+        else:
+            records.append((raw, child.mode.encode() + b" " + raw, child.oid))
+    body = b"".join(header + b"\0" + bytes.fromhex(oid) for _, header, oid in sorted(records))
+    digest = hashlib.new(algorithm, b"tree %d\0" % len(body))
+    digest.update(body)
     return digest.hexdigest()
 
 
@@ -96,11 +125,14 @@ Parser = Callable[[str, str, str], Ignore]
 def ignore_candidates(component: Component) -> tuple[str, ...]:
     """The repository paths of the ignore files Docker may read for ``component``, most
     specific first."""
+    return tuple(context_path(component.context, c) for c in _candidates(component.dockerfile))
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(dockerfile: str) -> tuple[str, ...]:
     from orchestrator.dockerignore import ignore_file_candidates
 
-    return tuple(
-        context_path(component.context, c) for c in ignore_file_candidates(component.dockerfile)
-    )
+    return ignore_file_candidates(dockerfile)
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,8 @@ _Segment = tuple[_Atom, ...] | str  # str only for _GLOBSTAR
 _STAR = _Star()
 _ANY = _Any()
 _GLOB_SPECIAL = frozenset(b"*?[\\")
+_GLOB_SPECIAL_RE = re.compile(rb"[*?[\\]")
+_BAD_LITERAL_SEGMENT = re.compile(rb"(?:^|/)\.{0,2}(?:/|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,13 @@ def compile_pattern(text: str) -> GitPattern:
             "to match everything write '*'"
         )
     raw = body.encode("utf-8")
+    if not _GLOB_SPECIAL_RE.search(raw) and not _BAD_LITERAL_SEGMENT.search(raw):
+        # no wildcard, no escape, no empty, '.' or '..' segment: the regex is the text
+        # itself (what _regex gives for literal bytes; tests/test_gitignore.py checks it)
+        return GitPattern(
+            text=text, include=include, dir_only=dir_only, basename=basename, literal=body,
+            suffix=None, prefix=body, source=re.escape(raw),
+        )  # fmt: skip
     segments = _segments(raw, text)
     literal = None if any(b in _GLOB_SPECIAL for b in raw) else body
     suffix = None

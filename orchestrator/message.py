@@ -77,7 +77,6 @@ import hashlib
 import json
 import math
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime as _datetime
@@ -169,6 +168,8 @@ class ActionSummary:
 
 def new_request_id() -> str:
     """A fresh request id: one per publish."""
+    import uuid  # not at import: the planning path never needs it
+
     return uuid.uuid4().hex
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +35,8 @@ _RUN_STATUSES = ("running", "succeeded", "failed", "submitted")
 def _host_identity() -> str:
     """This machine: the hostname, and the kernel's boot id when it can be read (two
     containers or a rebooted machine with the same name are different hosts)."""
+    import socket  # not at import: the planning path never needs it
+
     name = socket.gethostname()
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]

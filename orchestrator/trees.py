@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.adapters.git import Git, file_entry
+from orchestrator.contexts import content_id
 from orchestrator.gitignore import compile_pattern
 from orchestrator.matching import Matcher
 from orchestrator.model import Directive, Rule, TreeEntry
@@ -37,6 +38,11 @@ class Tree(Protocol):
 
     def existing_dirs(self, dirs: Sequence[str]) -> frozenset[str]: ...
 
+    def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
+        """Each directory's :func:`~orchestrator.contexts.content_id` of all its files;
+        ``None`` where it holds none."""
+        ...
+
 
 class CommitTree:
     def __init__(self, git: Git, head: str) -> None:
@@ -52,6 +58,9 @@ class CommitTree:
     def existing_dirs(self, dirs: Sequence[str]) -> frozenset[str]:
         return self.git.existing_dirs(self.head, dirs)
 
+    def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
+        return self.git.tree_ids(self.head, dirs)  # a commit's trees: no listing needed
+
 
 class WorkingTree:
     def __init__(self, git: Git) -> None:
@@ -65,6 +74,9 @@ class WorkingTree:
 
     def existing_dirs(self, dirs: Sequence[str]) -> frozenset[str]:
         return self.git.existing_dirs("HEAD", dirs, working_tree=True)
+
+    def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
+        return _listed_ids(self, dirs)
 
 
 class DiskTree:
@@ -120,6 +132,18 @@ class DiskTree:
 
     def existing_dirs(self, dirs: Sequence[str]) -> frozenset[str]:
         return frozenset(d for d in dirs if (self.root / d).is_dir())
+
+    def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
+        return _listed_ids(self, dirs)
+
+
+def _listed_ids(tree: Tree, dirs: Sequence[str]) -> dict[str, str | None]:
+    """Content ids from each directory's listing (what git's tree id is for a commit)."""
+    ids: dict[str, str | None] = {}
+    for directory in dirs:
+        entries = tree.entries(directory)
+        ids[directory] = content_id(entries, directory) if entries else None
+    return ids
 
 
 def _read(path: Path) -> bytes | None:

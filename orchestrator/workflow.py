@@ -28,7 +28,7 @@ from orchestrator.errors import ConfigError, InputError, ServiceUnreachable
 from orchestrator.finishing import Finished, RunStatus, finish
 from orchestrator.matching import Matcher
 from orchestrator.message import branch_of
-from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules, TreeEntry
+from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules
 from orchestrator.planning import plan_changes
 from orchestrator.services import Services
 from orchestrator.trees import CommitTree, DiskTree, Tree, WorkingTree
@@ -219,7 +219,10 @@ def prepare(
     if not data_uri and deployed is not None:
         data_uri, data_version = deployed.state.data_uri, deployed.state.data_version
     try:
-        names = name_build(planned.tree, rules, planned.plan, planned.ref, data_uri=data_uri)
+        names = name_build(
+            planned.tree, rules, planned.plan, planned.ref, data_uri=data_uri,
+            contexts=planned.contexts,
+        )  # fmt: skip
         names = replace(names, data_version=data_version)
     except ConfigError as exc:
         warning = f"not checked against what exists: {exc.message}"
@@ -363,34 +366,46 @@ def detect_ref(env: Mapping[str, str], git: Git | None) -> str:
     return (git.current_ref() if git is not None else None) or "refs/heads/detached"
 
 
-def name_build(tree: Tree, rules: Rules, plan: Plan, ref: str, *, data_uri: str = "") -> Artifacts:
+def name_build(
+    tree: Tree,
+    rules: Rules,
+    plan: Plan,
+    ref: str,
+    *,
+    data_uri: str = "",
+    contexts: Mapping[str, BuildContext] | None = None,
+) -> Artifacts:
     """Content-addressed names of every artifact at the plan's head (see ``artifacts``).
 
     Each name hashes the git object ids of the files it is made from, as ``tree`` gives them
     (a commit, the working tree, or a checkout without git, which all agree), so an unchanged
-    checkout names everything exactly as its commit does.
+    checkout names everything exactly as its commit does. A directory taken whole is named
+    by its tree id (one git call for all of them at a commit); only a context with an ignore
+    file, and the pipeline's directory (less its parameters file), are listed file by file.
     """
-    contexts = load_contexts(tree, rules)
-    listings: dict[str, list[TreeEntry]] = {}
-
-    def entries(directory: str) -> list[TreeEntry]:
-        if directory not in listings:
-            listings[directory] = tree.entries(directory)
-        return listings[directory]
-
+    if contexts is None:
+        contexts = load_contexts(tree, rules)
+    source_dir = _as_dir(rules.training_source.dir)
+    function_dir = _as_dir(rules.function.dir)
+    whole = [c.component.context for c in contexts.values() if c.exists and c.ignore is None]
+    ids = tree.content_ids(list(dict.fromkeys([*whole, source_dir, function_dir])))
     image_inputs = {
-        name: image_input(context, entries(context.component.context))
+        name: (
+            None
+            if not context.exists
+            else ids[context.component.context]
+            if context.ignore is None
+            else image_input(context, tree.entries(context.component.context))
+        )
         for name, context in contexts.items()
     }
-    source_dir = _as_dir(rules.training_source.dir)
-    source_files = entries(source_dir)
-    source_input = content_id(source_files, source_dir) if source_files else None
-    function_dir = _as_dir(rules.function.dir)
-    function_files = entries(function_dir)
-    function_input = content_id(function_files, function_dir) if function_files else ""
+    source_input = ids[source_dir]
+    function_input = ids[function_dir] or ""
     params_path = rules.pipeline.params
     pipeline_dir = _as_dir(rules.pipeline.dir)
-    pipeline_inputs = content_id(entries(pipeline_dir), pipeline_dir, lambda p: p != params_path)
+    pipeline_inputs = content_id(
+        tree.entries(pipeline_dir), pipeline_dir, lambda p: p != params_path
+    )
     params_text = tree.read_files([params_path])[params_path]
     parameters = (
         parse_parameters(params_text.decode("utf-8", "replace"), source=params_path)

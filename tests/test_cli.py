@@ -72,7 +72,7 @@ def test_plan_json(repo: GitRepo) -> None:
     data = json.loads(out)
     assert (data["base"], data["head"]) == (repo.rev("HEAD~1"), repo.rev())
     assert [a["id"] for a in data["actions"]] == ["upload_source", "publish"]
-    assert data["skipped"] == [{"path": "R.md", "rule": "docs"}]
+    assert data["skipped"] == [{"path": "R.md", "rule": "docs", "count": 1}]
 
 
 def test_options_before_the_command_work_too(repo: GitRepo) -> None:
@@ -506,3 +506,38 @@ def test_a_directory_that_is_not_a_repository_is_named(tmp_path: Path) -> None:
     assert err.getvalue() == (
         f"orchestrator: error: --repo {tmp_path}: not a git repository (run it inside a clone)\n"
     )
+
+
+# -- what reaches the terminal -----------------------------------------------------------------
+
+NOT_UTF8 = b"src/caf\xe9.py".decode("utf-8", "surrogateescape")  # a Latin-1 file name
+
+
+@pytest.mark.parametrize("fmt", ["json", "table", "markdown"])
+def test_a_file_name_that_is_not_utf8_keeps_every_output_valid(
+    repo: GitRepo, fmt: str
+) -> None:
+    """git hands out file names as bytes; one that is not UTF-8 is written with the byte as
+    backslash, x and two hex digits, even to a strict UTF-8 stdout (before: bytes that were
+    not JSON, or exit 3)."""
+    repo.commit({NOT_UTF8: "x"}, message="latin-1")
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "plan", "--repo", str(repo.path), "--format", fmt],
+        env={**ENV, "PYTHONIOENCODING": "utf-8:strict", "PYTHONPATH": str(Path(__file__).parents[1])},
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode("utf-8", "strict")
+    assert ("src/caf\\\\xe9.py" if fmt == "json" else "src/caf\\xe9.py") in text
+    if fmt == "json":
+        assert json.loads(text)["changes"] == [
+            {"status": "A", "path": "src/caf\\xe9.py", "old_path": None}
+        ]
+
+
+def test_an_error_with_a_newline_or_an_undecodable_byte_is_one_line(repo: GitRepo) -> None:
+    code, _, err = run("plan", "--repo", str(repo.path), "--base", "no\nsuch\x1b[31m" + NOT_UTF8)
+    assert code == 2
+    assert_one_clean_line(err)
+    assert "no\\nsuch\\x1b[31m" in err and "caf\\xe9" in err

@@ -73,29 +73,76 @@ def test_json_plan_has_exactly_the_documented_shape() -> None:
         ],
         "actions": [
             {"id": "build_image:t", "kind": "build_image", "target": "t", "needs": [],
-             "reasons": [{"path": "comp/t/main.py", "rule": "images", "pattern": "comp/"}]},
+             "reasons": [{"path": "comp/t/main.py", "rule": "images", "pattern": "comp/",
+                          "count": 1}]},
             {"id": "upload_source", "kind": "upload_source", "target": None, "needs": [],
-             "reasons": [{"path": "src/new.py", "rule": "source", "pattern": "src/"},
-                         {"path": "src/old.py", "rule": "source", "pattern": "src/"}]},
+             "reasons": [{"path": "src/new.py", "rule": "source", "pattern": "src/",
+                          "count": 2}]},
             {"id": "compile_pipeline", "kind": "compile_pipeline", "target": None,
              "needs": ["build_image:t"],
              "reasons": [{"path": None, "rule": None, "pattern": None,
-                          "implied_by": "build_image:t"}]},
+                          "implied_by": "build_image:t", "count": 1}]},
             {"id": "publish", "kind": "publish", "target": None,
              "needs": ["upload_source", "compile_pipeline"],
              "reasons": [
-                 {"path": None, "rule": None, "pattern": None, "implied_by": "upload_source"},
-                 {"path": None, "rule": None, "pattern": None, "implied_by": "compile_pipeline"},
+                 {"path": None, "rule": None, "pattern": None, "implied_by": "upload_source",
+                  "count": 1},
+                 {"path": None, "rule": None, "pattern": None, "implied_by": "compile_pipeline",
+                  "count": 1},
                  {"path": "Makefile", "rule": "[unmatched]", "pattern": None,
-                  "note": "matches no rule"},
+                  "note": "matches no rule", "count": 1},
              ]},
         ],
-        "skipped": [{"path": "README.md", "rule": "docs"}],
+        "skipped": [{"path": "README.md", "rule": "docs", "count": 1}],
         "unmatched": ["Makefile"],
         "warnings": ["component 'x': its context 'comp/x' does not exist at head"],
         "existing": [{"id": "build_image:u", "artifact": "r/u@sha256:" + "0" * 64,
                       "note": "the image is in the registry"}],
     }  # fmt: skip
+
+
+def test_json_summarizes_reasons_and_skips_per_rule_and_pattern_unless_all_paths() -> None:
+    reasons = (
+        Reason("src/a.py", "source", "src/"),
+        Reason("lib/x.py", "source", "lib/"),
+        Reason("src/b.py", "source", "src/"),
+        Reason("src/c.py", "other", "src/"),
+        Reason("src/d.py", "source", "src/"),
+    )
+    skipped = (Skipped("a.md", "docs"), Skipped("c/n.txt", "images", "not sent"),
+               Skipped("b.md", "docs"))  # fmt: skip
+    plan = Plan(BASE, HEAD, "explicit", (), (Action("upload_source", "upload_source", None, (),
+                reasons),), skipped)  # fmt: skip
+    summary = plan_to_json(plan)
+    assert summary["actions"][0]["reasons"] == [
+        {"path": "src/a.py", "rule": "source", "pattern": "src/", "count": 3},
+        {"path": "lib/x.py", "rule": "source", "pattern": "lib/", "count": 1},
+        {"path": "src/c.py", "rule": "other", "pattern": "src/", "count": 1},
+    ]
+    assert summary["skipped"] == [
+        {"path": "a.md", "rule": "docs", "count": 2},
+        {"path": "c/n.txt", "rule": "images", "note": "not sent", "count": 1},
+    ]
+    full = plan_to_json(plan, all_paths=True)
+    assert [r["path"] for r in full["actions"][0]["reasons"]] == [r.path for r in reasons]
+    assert {r["count"] for r in full["actions"][0]["reasons"]} == {1}
+    assert [s["path"] for s in full["skipped"]] == ["a.md", "c/n.txt", "b.md"]
+    # every path a reason stands for is counted once, in either form
+    assert sum(r["count"] for r in summary["actions"][0]["reasons"]) == len(reasons)
+    assert json.loads(render_json(plan, all_paths=True)) == full
+
+
+def test_json_is_valid_utf8_for_a_path_that_is_not() -> None:
+    """A file name's bytes that are not UTF-8 (git gives bytes; they are decoded with
+    surrogateescape) come out as the characters backslash, x and two hex digits."""
+    raw = b"data/caf\xe9-\xff.csv".decode("utf-8", "surrogateescape")
+    plan = Plan(BASE, HEAD, "explicit", (ChangedPath("M", raw),), (), (Skipped(raw, "docs"),),
+                unmatched=(raw,))  # fmt: skip
+    text = render_json(plan)
+    data = json.loads(text.encode("utf-8").decode("utf-8", "strict"))
+    assert data["changes"][0]["path"] == "data/caf\\xe9-\\xff.csv"
+    assert data["unmatched"] == ["data/caf\\xe9-\\xff.csv"]
+    assert "\\udc" not in text
 
 
 @pytest.mark.parametrize("plan", [PLAN, EMPTY], ids=["plan", "empty"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ class Git:
         base_env["GIT_TERMINAL_PROMPT"] = "0"
         base_env["GIT_OPTIONAL_LOCKS"] = "0"
         self._env = base_env
+        self._snapshots: dict[str, Snapshot] = {}
+        self._object_format: str | None = None
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -280,41 +283,52 @@ class Git:
         """Which of ``dirs`` (repository-relative) are directories at ``head``.
 
         Returns the given strings unchanged. With ``working_tree`` the filesystem is
-        asked instead (the working tree is what will be built). One git call for all.
+        asked instead (the working tree is what will be built).
         """
         if working_tree:
             return frozenset(d for d in dirs if (self.repo / _normalize_dir(d)).is_dir())
-        wanted = [d for d in dirs if "\n" not in d]
-        found = {d for d in dirs if "\n" in d and self._is_tree(head, _normalize_dir(d))}
-        if wanted:
-            request = "".join(f"{_tree_rev(head, _normalize_dir(d))}\n" for d in wanted)
-            out = self._run(
-                "cat-file", "--batch-check=%(objecttype)", input=request.encode()
-            ).stdout.split(b"\n")
-            found.update(d for d, kind in zip(wanted, out, strict=False) if kind == b"tree")
-        return frozenset(found)
+        return frozenset(d for d, tree in self.tree_ids(head, dirs).items() if tree is not None)
 
-    def object_ids(self, head: str, paths: Sequence[str]) -> dict[str, str | None]:
-        """The object id (tree or blob) of each path at ``head``; ``None`` where it is missing.
+    def tree_ids(self, head: str, dirs: Sequence[str]) -> dict[str, str | None]:
+        """The tree id of each of ``dirs`` at ``head`` (``None`` where it is not a directory)."""
+        snapshot = self.snapshot(head)
+        normal = {d: _normalize_dir(d) for d in dirs}
+        found = snapshot.tree_ids(list(normal.values()))
+        return {d: found[n] for d, n in normal.items()}
 
-        One git call for all. A tree id changes exactly when something below it changes, so
-        it names the content of a directory (what content-addressed artifacts are keyed on).
-        """
-        wanted = [p for p in paths if "\n" not in p]
-        result: dict[str, str | None] = dict.fromkeys(paths)
-        if wanted:
-            request = "".join(f"{_tree_rev(head, _normalize_dir(p))}\n" for p in wanted)
-            out = (
-                self._run(
-                    "cat-file", "--batch-check=%(objectname) %(objecttype)", input=request.encode()
-                )
-                .stdout.decode()
-                .split("\n")
-            )
-            for path, line in zip(wanted, out, strict=False):
-                name, _, kind = line.partition(" ")
-                result[path] = name if kind in ("tree", "blob") else None
-        return result
+    def read_files(self, head: str, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """The content of each file at ``head`` (``None`` where there is no file)."""
+        return self.snapshot(head).read_files(paths)
+
+    def snapshot(self, head: str) -> Snapshot:
+        """``head``'s trees, read as needed and kept (for a full commit id, which cannot
+        move) for the next question."""
+        if len(head) in (40, 64) and all(c in "0123456789abcdef" for c in head):
+            if head not in self._snapshots:
+                self._snapshots[head] = Snapshot(self, head)
+            return self._snapshots[head]
+        return Snapshot(self, head)
+
+    def read_objects(self, names: Sequence[str]) -> list[tuple[str, str, bytes] | None]:
+        """Each object's id, type and content (``None`` where there is none): one
+        ``cat-file --batch`` for all. ``names`` are object ids or revisions without newlines."""
+        if not names:
+            return []
+        request = "".join(f"{name}\n" for name in names).encode("utf-8", "surrogateescape")
+        out = self._run("cat-file", "--batch", input=request).stdout
+        found: list[tuple[str, str, bytes] | None] = []
+        pos = 0
+        for _ in names:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].split(b" ")
+            pos = end + 1
+            if len(header) == 3 and header[2].isdigit():
+                size = int(header[2])
+                found.append((header[0].decode(), header[1].decode(), out[pos : pos + size]))
+                pos += size + 1  # the object, then a newline
+            else:  # "<name> missing" (or ambiguous)
+                found.append(None)
+        return found
 
     def tree_entries(self, head: str, directory: str) -> list[TreeEntry]:
         """Every file below ``directory`` (``""``: the whole tree) at ``head``, as git stores
@@ -360,33 +374,15 @@ class Git:
 
     def object_format(self) -> str:
         """``sha1`` or ``sha256``: how this repository names its objects."""
-        out = self._run("rev-parse", "--show-object-format", check=False).stdout.strip()
-        return "sha256" if out == b"sha256" else "sha1"
+        if self._object_format is None:
+            out = self._run("rev-parse", "--show-object-format", check=False).stdout.strip()
+            self._object_format = "sha256" if out == b"sha256" else "sha1"
+        return self._object_format
 
     def read_file(self, head: str, path: str) -> bytes | None:
         """The content of ``path`` at ``head``, or ``None`` when it is not there."""
         completed = self._run("cat-file", "blob", f"{head}:{path}", check=False)
         return completed.stdout if completed.returncode == 0 else None
-
-    def read_files(self, head: str, paths: Sequence[str]) -> dict[str, bytes | None]:
-        """The content of each file at ``head`` (``None`` where there is no file). One git call."""
-        result: dict[str, bytes | None] = dict.fromkeys(paths)
-        wanted = [p for p in paths if p and "\n" not in p]
-        if not wanted:
-            return result
-        request = "".join(f"{head}:{p}\n" for p in wanted).encode("utf-8", "surrogateescape")
-        out = self._run("cat-file", "--batch", input=request).stdout
-        pos = 0
-        for path in wanted:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].split(b" ")
-            pos = end + 1
-            if len(header) == 3 and header[2].isdigit():
-                size = int(header[2])
-                if header[1] == b"blob":
-                    result[path] = out[pos : pos + size]
-                pos += size + 1  # the object, then a newline
-        return result
 
     def current_ref(self) -> str | None:
         """The symbolic ref HEAD points at (``refs/heads/main``), or ``None`` when detached."""
@@ -394,9 +390,104 @@ class Git:
         ref = completed.stdout.decode().strip()
         return ref or None
 
-    def _is_tree(self, head: str, path: str) -> bool:
-        completed = self._run("cat-file", "-t", _tree_rev(head, path), check=False)
-        return completed.returncode == 0 and completed.stdout.strip() == b"tree"
+
+#: a tree entry's mode for a directory, as git writes it inside tree objects
+TREE_MODE = "40000"
+
+
+class Snapshot:
+    """One commit's directories and files, read object by object.
+
+    A lookup by path (``cat-file --batch`` with ``<commit>:<path>``) makes git walk from the
+    commit down every time: about 0.2 ms each, 0.4 s for the 2,000 ignore-file candidates of
+    1,000 components. Here each directory is read once, by its object id, level by level (one
+    git call per level of depth for all the directories asked about), and kept.
+    """
+
+    def __init__(self, git: Git, head: str) -> None:
+        self.git = git
+        self.head = head
+        #: directory -> {name: (mode, object id)}; None when it is not a directory
+        self._listings: dict[str, dict[str, tuple[str, str]] | None] = {}
+        self._root: str | None = None
+
+    def tree_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
+        """The tree id of each directory (normalized, ``""`` the root), or ``None``."""
+        self._load([d.rpartition("/")[0] for d in dirs if d] + ([""] if "" in dirs else []))
+        ids: dict[str, str | None] = {}
+        for directory in dirs:
+            parent, _, name = directory.rpartition("/")
+            entry = (self._listings.get(parent) or {}).get(name)
+            if not directory:
+                ids[directory] = self._root
+            else:
+                ids[directory] = entry[1] if entry is not None and entry[0] == TREE_MODE else None
+        return ids
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """Each file's content (``None`` where ``path`` is not a file): one git call per level
+        of depth, and one for all the contents."""
+        result: dict[str, bytes | None] = dict.fromkeys(paths)
+        parents = {p: p.rpartition("/") for p in paths if p and not p.endswith("/")}
+        self._load([parent for parent, _, _ in parents.values()])
+        blobs: dict[str, str] = {}
+        for path, (parent, _, name) in parents.items():
+            entry = (self._listings.get(parent) or {}).get(name)
+            if entry is not None and entry[0] not in (TREE_MODE, "160000"):
+                blobs[path] = entry[1]
+        contents = self.git.read_objects(list(blobs.values()))
+        for path, found in zip(blobs, contents, strict=True):
+            if found is not None and found[1] == "blob":
+                result[path] = found[2]
+        return result
+
+    def _load(self, dirs: Sequence[str]) -> None:
+        wanted: set[str] = set()
+        for directory in dirs:
+            parts = directory.split("/") if directory else []
+            wanted.update("/".join(parts[:depth]) for depth in range(len(parts) + 1))
+        for depth in sorted({d.count("/") + bool(d) for d in wanted}):
+            level = [
+                d for d in wanted if d.count("/") + bool(d) == depth and d not in self._listings
+            ]
+            names: dict[str, str] = {}
+            for directory in level:
+                if not directory:
+                    names[directory] = f"{self.head}^{{tree}}"
+                    continue
+                parent, _, name = directory.rpartition("/")
+                entry = (self._listings.get(parent) or {}).get(name)
+                if entry is not None and entry[0] == TREE_MODE:
+                    names[directory] = entry[1]
+                else:
+                    self._listings[directory] = None
+            if "" in names and "\n" in self.head:
+                raise GitError(f"'{self.head}' is not a valid revision.")
+            objects = self.git.read_objects(list(names.values()))
+            for directory, found in zip(names, objects, strict=True):
+                if found is None or found[1] != "tree":
+                    if not directory:
+                        raise GitError(f"{self.head} is not a commit in {self.git.repo}")
+                    self._listings[directory] = None
+                    continue
+                if not directory:
+                    self._root = found[0]
+                self._listings[directory] = parse_tree(found[2], found[0])
+
+
+def parse_tree(data: bytes, oid: str) -> dict[str, tuple[str, str]]:
+    """The entries of the tree object ``oid``: ``{name: (mode, object id)}``; ids are as long
+    as its own (sha1 or sha256; https://git-scm.com/book/en/v2/Git-Internals-Git-Objects)."""
+    entry = _TREE_ENTRY_SHA256 if len(oid) == 64 else _TREE_ENTRY_SHA1
+    return {
+        name.decode("utf-8", "surrogateescape"): (mode.decode(), raw.hex())
+        for mode, name, raw in entry.findall(data)
+    }
+
+
+#: a tree entry: "<mode> <name>\0<binary object id>"
+_TREE_ENTRY_SHA1 = re.compile(rb"([0-7]+) ([^\0]*)\0(.{20})", re.DOTALL)
+_TREE_ENTRY_SHA256 = re.compile(rb"([0-7]+) ([^\0]*)\0(.{32})", re.DOTALL)
 
 
 def file_entry(full: Path, path: str, algorithm: str = "sha1") -> TreeEntry | None:

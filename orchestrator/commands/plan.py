@@ -24,11 +24,12 @@ def run(
     services: str | None = None,
     *,
     show_config: bool = False,
+    all_paths: bool = False,
 ) -> int:
     """The finished plan (``workflow.prepare``): what ``run`` with the same ``--services``
     would execute."""
     prepared = prepare(target, io.env, Services.resolve(target.repo, io.env, services))
-    show(prepared.plan, fmt, io)
+    show(prepared.plan, fmt, io, all_paths=all_paths)
     if show_config and fmt in ("table", "markdown"):
         _show_config(prepared, fmt, io)
     return EXIT_OK
@@ -54,9 +55,9 @@ def _show_config(prepared: Prepared, fmt: str, io: CommandIO) -> None:
         io.stdout.write(f"\nCloud Build config (python -m orchestrator emit):\n\n{text}")
 
 
-def show(plan: Plan, fmt: str, io: CommandIO) -> None:
+def show(plan: Plan, fmt: str, io: CommandIO, *, all_paths: bool = False) -> None:
     if fmt == "json":
-        io.stdout.write(render.render_json(plan))
+        io.stdout.write(render.render_json(plan, all_paths=all_paths))
     elif fmt == "markdown":
         io.stdout.write(render.render_markdown(plan))
     elif fmt == "github":
