@@ -160,14 +160,24 @@ def compile_pattern(text: str) -> GitPattern:
             f"pattern {text!r} matches nothing (it is empty, or only '/' or '!'); "
             "to match everything write '*'"
         )
-    raw = body.encode("utf-8")
-    if not _GLOB_SPECIAL_RE.search(raw) and not _BAD_LITERAL_SEGMENT.search(raw):
-        # no wildcard, no escape, no empty, '.' or '..' segment: the regex is the text
-        # itself (what _regex gives for literal bytes; tests/test_gitignore.py checks it)
+    if is_plain(body):  # most patterns: a directory or a file name, as written
         return GitPattern(
             text=text, include=include, dir_only=dir_only, basename=basename, literal=body,
-            suffix=None, prefix=body, source=re.escape(raw),
+            suffix=None, prefix=body, source=re.escape(body.encode("utf-8")),
         )  # fmt: skip
+    return _general(text, include, dir_only, basename, body)
+
+
+def is_plain(body: str) -> bool:
+    """No wildcard or escape, and no empty, ``.`` or ``..`` segment: the pattern body is its
+    own regex, literal and prefix (what :func:`_general` computes for it, more slowly;
+    ``tests/test_gitignore.py`` checks they agree)."""
+    raw = body.encode("utf-8")
+    return not _GLOB_SPECIAL_RE.search(raw) and not _BAD_LITERAL_SEGMENT.search(raw)
+
+
+def _general(text: str, include: bool, dir_only: bool, basename: bool, body: str) -> GitPattern:
+    raw = body.encode("utf-8")
     segments = _segments(raw, text)
     literal = None if any(b in _GLOB_SPECIAL for b in raw) else body
     suffix = None

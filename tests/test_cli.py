@@ -510,20 +510,23 @@ def test_a_directory_that_is_not_a_repository_is_named(tmp_path: Path) -> None:
 
 # -- what reaches the terminal -----------------------------------------------------------------
 
+PROJECT = Path(__file__).resolve().parents[1]
 NOT_UTF8 = b"src/caf\xe9.py".decode("utf-8", "surrogateescape")  # a Latin-1 file name
 
 
 @pytest.mark.parametrize("fmt", ["json", "table", "markdown"])
-def test_a_file_name_that_is_not_utf8_keeps_every_output_valid(
-    repo: GitRepo, fmt: str
-) -> None:
+def test_a_file_name_that_is_not_utf8_keeps_every_output_valid(repo: GitRepo, fmt: str) -> None:
     """git hands out file names as bytes; one that is not UTF-8 is written with the byte as
     backslash, x and two hex digits, even to a strict UTF-8 stdout (before: bytes that were
     not JSON, or exit 3)."""
     repo.commit({NOT_UTF8: "x"}, message="latin-1")
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator", "plan", "--repo", str(repo.path), "--format", fmt],
-        env={**ENV, "PYTHONIOENCODING": "utf-8:strict", "PYTHONPATH": str(Path(__file__).parents[1])},
+        env={
+            **ENV,
+            "PYTHONIOENCODING": "utf-8:strict",
+            "PYTHONPATH": str(Path(__file__).parents[1]),
+        },
         capture_output=True,
         check=False,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +319,71 @@ def test_working_tree_entries_equal_the_commits_for_an_unchanged_checkout(
     git_repo.write("app/main.py", "print(2)\n")
     after = git_repo.commit()
     assert git.working_tree_entries("app") == git.tree_entries(after, "app")
+
+
+# -- directories named by their tree ids ---------------------------------------------------
+
+#: names whose order in a tree object differs from plain string order ("a" the directory
+#: sorts as "a/", after "a.b" and "a-b"), an executable, a symbolic link, non-ASCII
+TRICKY_TREE = {
+    "d/a/f": "in a directory named a",
+    "d/a.b": "a file",
+    "d/a-b": "another",
+    "d/a0": "digits",
+    "d/run.sh": "#!/bin/sh\n",
+    "d/café/x": "accented",
+    "d/link": GitRepo.Symlink("a.b"),
+    "d/deep/er/and/deeper/f": "nested",
+    "top": "root file",
+}
+
+
+@pytest.mark.parametrize("object_format", ["sha1", "sha256"])
+def test_content_ids_are_the_tree_ids_git_gives(tmp_path: Path, object_format: str) -> None:
+    """contexts.content_id computes git's tree hash; a commit's directories are asked of git
+    directly, the working tree's and a copy without git's are computed: all three agree."""
+    from orchestrator.contexts import content_id
+    from orchestrator.trees import CommitTree, DiskTree, WorkingTree
+
+    repo = GitRepo(tmp_path / object_format, init=False)
+    repo.path.mkdir(parents=True)
+    repo.git("init", "-q", "-b", "main", f"--object-format={object_format}")
+    repo.write("d/run.sh", "#!/bin/sh\n")
+    (repo.path / "d/run.sh").chmod(0o755)
+    head = repo.commit({k: v for k, v in TRICKY_TREE.items() if k != "d/run.sh"})
+    # a submodule's commit in the tree (a gitlink), as git stores it
+    repo.git("update-index", "--add", "--cacheinfo", f"160000,{head},d/sub")
+    head = repo.commit(message="gitlink")
+    git = Git(repo.path)
+    dirs = ["", "d", "d/a", "d/café", "d/deep/er", "missing", "top"]
+    expected = {d: (repo.git("rev-parse", f"HEAD:{d}") if d not in ("missing", "top") else None)
+                for d in dirs}  # fmt: skip
+    expected[""] = repo.git("rev-parse", "HEAD^{tree}")
+    assert CommitTree(git, head).content_ids(dirs) == expected
+    for d in ("", "d", "d/a", "d/café"):
+        assert content_id(git.tree_entries(head, d), d) == expected[d]
+    listed = WorkingTree(git).content_ids(["d/a", "d/café", "d/deep/er"])
+    assert listed == {d: expected[d] for d in listed}
+    if object_format == "sha1":  # a copy without git hashes as git does by default
+        copy = repo.path.parent / "copy"
+        shutil.copytree(repo.path, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        assert DiskTree(copy).content_ids(["d/a", "d/café"]) == {
+            "d/a": expected["d/a"], "d/café": expected["d/café"]
+        }  # fmt: skip
+
+
+def test_a_commits_files_and_directories_are_read_level_by_level(git_repo: GitRepo) -> None:
+    head = git_repo.commit({**TRICKY_TREE, "new\nline/f": "nl"})
+    git = Git(git_repo.path)
+    snapshot = git.snapshot(head)
+    assert git.snapshot(head) is snapshot  # a full commit id cannot move: kept
+    found = snapshot.read_files(["d/a.b", "d/link", "d/a", "d/sub", "new\nline/f", "nowhere/f",
+                                 "top", "d/deep/er/and/deeper/f", ""])  # fmt: skip
+    assert found == {
+        "d/a.b": b"a file", "d/link": b"a.b", "d/a": None, "d/sub": None,
+        "new\nline/f": b"nl", "nowhere/f": None, "top": b"root file",
+        "d/deep/er/and/deeper/f": b"nested", "": None,
+    }  # fmt: skip
+    assert snapshot.tree_ids(["new\nline", "d/link", "top"]) == {
+        "new\nline": git_repo.git("rev-parse", "HEAD:new\nline"), "d/link": None, "top": None
+    }  # fmt: skip

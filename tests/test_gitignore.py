@@ -315,3 +315,22 @@ def test_rejected_patterns_never_match_in_git(
         return  # git reads these as blank lines or comments: nothing to ask it
     verdicts = oracle.check([positive], paths)  # git checks the directories above, too
     assert not any(v.ignored for v in verdicts.values()), (pattern, verdicts)
+
+
+# -- the literal fast path -----------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from("ab.-_é !#/\\*"), min_size=1, max_size=12))
+def test_a_plain_pattern_compiles_as_the_general_path_does(text: str) -> None:
+    """Patterns without wildcards skip the regex builder; what they get is what it builds."""
+    from orchestrator import gitignore
+
+    try:
+        fast = compile_pattern.__wrapped__(text)
+    except ValueError:
+        return
+    if fast.literal is None or not gitignore.is_plain(fast.literal):
+        return
+    assert fast == gitignore._general(text, fast.include, fast.dir_only, fast.basename,
+                                      fast.literal)  # fmt: skip
