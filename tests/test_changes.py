@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.adapters.git import Git
 from orchestrator.changes import (
@@ -787,3 +789,38 @@ def test_cloudbuild_zeros_base_sha_is_a_new_branch(git_repo: GitRepo) -> None:
     git_repo.git("checkout", "-q", "--detach", "main")
     cs = resolve(git_repo, {"_BASE_SHA": ZEROS, "BRANCH_NAME": "main"})
     assert (cs.base, cs.base_reason) == (None, "cloudbuild-new-branch-no-merge-base")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["A", "M", "D", "T", "R100", "R075", "C050"]),
+            st.text(
+                st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+                min_size=1,
+                max_size=8,
+            ),
+            st.text(
+                st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+                min_size=1,
+                max_size=8,
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_name_status_parses_as_the_format_reads(entries: list[tuple[str, str, str]]) -> None:
+    """With and without renames (the fast path reads pairs; the general one reads each
+    entry's fields), every entry is read as git's -z format says."""
+    raw = b""
+    expected = []
+    for status, path, old in entries:
+        if status[0] in "RC":
+            raw += f"{status}\0{old}\0{path}\0".encode("utf-8", "surrogateescape")
+            expected.append(ChangedPath("R", path, old) if status[0] == "R"
+                            else ChangedPath("A", path, None))  # fmt: skip
+        else:
+            raw += f"{status}\0{path}\0".encode("utf-8", "surrogateescape")
+            expected.append(ChangedPath(status, path, None))  # type: ignore[arg-type]
+    assert parse_name_status(raw) == tuple(expected)
