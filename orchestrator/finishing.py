@@ -26,13 +26,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from orchestrator.artifacts import Artifacts
 from orchestrator.errors import InputError, OrchestratorError
-from orchestrator.message import DeployedState, run_identity
 from orchestrator.model import Existing, Plan, Reason, Rules
 from orchestrator.planning import TEST_RULE, assemble, test_reason
+
+if TYPE_CHECKING:
+    from orchestrator.message import DeployedState
 
 NOT_BUILT = "not built yet"
 
@@ -228,6 +230,8 @@ class _Finisher:
         run_id = None
         spec = None if "compile_pipeline" in self.drafts else self._read(self.names.spec_uri)
         if spec is not None:
+            from orchestrator.message import run_identity  # loaded only when it runs
+
             run_id = run_identity(
                 hashlib.sha256(spec).hexdigest(),
                 self.names.source_uri,

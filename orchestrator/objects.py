@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -299,6 +298,8 @@ def _local_write(path: Path, data: bytes, if_generation: int | None, target: Uri
             raise PreconditionFailed(f"{target} changed while it was being updated")
         generation = max(time.time_ns(), current + 1)
         for file, content in ((path, data), (_sidecar(path, "generation"), b"%d" % generation)):
+            import tempfile  # only a write needs it
+
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".write-")
             try:
                 with os.fdopen(fd, "wb") as out:

@@ -10,8 +10,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator import ledger, objects, runs
+from orchestrator import objects
 from orchestrator.adapters.git import Git
 from orchestrator.artifacts import Artifacts, name_artifacts, parse_parameters
 from orchestrator.changes import require_head, resolve_changes
@@ -27,11 +28,13 @@ from orchestrator.contexts import (
 from orchestrator.errors import ConfigError, InputError, ServiceUnreachable
 from orchestrator.finishing import Finished, RunStatus, finish
 from orchestrator.matching import Matcher
-from orchestrator.message import branch_of
 from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules
 from orchestrator.planning import plan_changes
 from orchestrator.services import Services
 from orchestrator.trees import CommitTree, DiskTree, Tree, WorkingTree
+
+if TYPE_CHECKING:  # the deploy ledger and the runs registry load only when a bucket is set
+    from orchestrator import ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,8 @@ def plan_target(target: Target, env: Mapping[str, str], services: Services | Non
         and location is not None
         and (git is None or uses_ledger_base(target, env))
     ):
+        from orchestrator import ledger
+
         deployed = ledger.read(location, services.env())
     if git is None:
         changes = _hash_only_changes(target, env, location, deployed)
@@ -177,6 +182,9 @@ def _is_sha(value: str) -> bool:
 def ledger_location(rules: Rules, ref: str) -> ledger.Location | None:
     if not rules.project.bucket:
         return None
+    from orchestrator import ledger
+    from orchestrator.message import branch_of
+
     return ledger.Location(rules.project.bucket, rules.project.prefix, branch_of(ref))
 
 
@@ -213,6 +221,8 @@ def prepare(
     rules = planned.rules
     deployed = planned.deployed
     if deployed is None and planned.location is not None:
+        from orchestrator import ledger
+
         deployed = ledger.read(planned.location, services.env())
     # a build trains on the newest data a trigger or a notification brought, not the default
     data_version = ""
@@ -282,6 +292,8 @@ class StoreProbe:
 
 def parse_run_status(data: bytes, now: float | None = None) -> RunStatus | None:
     """A runs-registry entry (written by the function) as finishing needs it."""
+    from orchestrator import runs
+
     try:
         entry = runs.RegistryEntry.from_bytes(data)
     except runs.MessageError:
