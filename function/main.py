@@ -38,6 +38,12 @@ Configuration (environment variables):
 ``CT_MAX_EVENT_AGE``       seconds after its publication that a message is still retried
                            (default 3600, at most 604800): past it, a failure is acknowledged
                            with one ERROR line instead of raised (see "Retries" below)
+``CT_KFP_IAP_CLIENT_ID``   the OAuth client id of the Identity-Aware Proxy in front of
+                           ``CT_KFP_HOST``: each call carries a Google-signed ID token for it
+                           (kfp)
+``CT_KFP_TOKEN``           a bearer token for ``CT_KFP_HOST`` (kfp; e.g. from Secret Manager with
+                           ``--set-secrets``); not together with ``CT_KFP_IAP_CLIENT_ID``
+``CT_KFP_NAMESPACE``       the Kubeflow profile namespace of multi-user Kubeflow (kfp)
 ========================= =================================================================
 
 Storage goes through ``objects.py``: ``ORCHESTRATOR_LOCAL_BUCKET_ROOT=/dir`` reads ``gs://b/k``
@@ -207,6 +213,9 @@ class Config:
     ledger_uri: str = ""
     lease_seconds: int = DEFAULT_LOCAL_LEASE_SECONDS
     max_event_age: int = DEFAULT_MAX_EVENT_AGE
+    kfp_namespace: str | None = None
+    kfp_iap_client_id: str | None = None
+    kfp_token: str | None = field(default=None, repr=False)
 
     @property
     def notification_bucket(self) -> str:
@@ -246,6 +255,11 @@ class Config:
         lease_text = env.get("CT_LEASE_SECONDS", str(DEFAULT_LOCAL_LEASE_SECONDS))
         if not lease_text.isdigit() or not 5 <= int(lease_text) <= 86400:
             raise ConfigError(f"CT_LEASE_SECONDS must be 5 to 86400 seconds, not {lease_text!r}")
+        if env.get("CT_KFP_IAP_CLIENT_ID") and env.get("CT_KFP_TOKEN"):
+            raise ConfigError(
+                "set CT_KFP_IAP_CLIENT_ID (an IAP-protected endpoint) or CT_KFP_TOKEN (a bearer "
+                "token), not both"
+            )
         config = cls(
             bucket=bucket,
             backend=backend,  # type: ignore[arg-type]
@@ -265,6 +279,9 @@ class Config:
             ledger_uri=ledger_uri,
             lease_seconds=int(lease_text),
             max_event_age=max_event_age(env),
+            kfp_namespace=env.get("CT_KFP_NAMESPACE") or None,
+            kfp_iap_client_id=env.get("CT_KFP_IAP_CLIENT_ID") or None,
+            kfp_token=env.get("CT_KFP_TOKEN") or None,
         )
         if backend == "vertex" and not (config.project and config.pipeline_root):
             raise ConfigError("the vertex backend needs CT_PROJECT and CT_PIPELINE_ROOT")
@@ -789,14 +806,51 @@ def run_vertex(
     return RunResult(request.run_id, "vertex", "submitted", detail=job.resource_name)
 
 
+def fetch_iap_token(client_id: str) -> str:
+    """A Google-signed OIDC ID token whose audience is the IAP OAuth client id, from the
+    function's own identity (the metadata server; a service-account key file named by
+    ``GOOGLE_APPLICATION_CREDENTIALS`` elsewhere). IAP takes it as ``Authorization: Bearer``:
+    https://cloud.google.com/iap/docs/authentication-howto"""
+    import google.auth.transport.requests
+    import google.oauth2.id_token
+
+    token: str = google.oauth2.id_token.fetch_id_token(  # type: ignore[no-untyped-call]
+        google.auth.transport.requests.Request(), audience=client_id
+    )
+    return token
+
+
+def kfp_client_args(
+    config: Config, iap_token: Callable[[str], str] = fetch_iap_token
+) -> dict[str, Any]:
+    """``kfp.Client`` arguments for the configured endpoint (kfp 2.17's ``Client(host,
+    client_id, namespace, ..., existing_token, ...)``).
+
+    kfp sends ``existing_token`` as ``Authorization: Bearer`` on every call. Its own
+    ``client_id`` flow is not used: it signs through the IAM API or, for a user, stores a
+    refresh token under ``~/.config/kfp``; an ID token from google-auth does the same job with
+    the function's identity. A namespace (multi-user Kubeflow) also spares the client its
+    healthz probe, which retries 5 times 5 s apart when it fails."""
+    args: dict[str, Any] = {"host": config.kfp_host}
+    if config.kfp_iap_client_id:
+        args["existing_token"] = iap_token(config.kfp_iap_client_id)
+    elif config.kfp_token:
+        args["existing_token"] = config.kfp_token
+    if config.kfp_namespace:
+        args["namespace"] = config.kfp_namespace
+    return args
+
+
 def run_kfp(
     request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
 ) -> RunResult:
     import kfp
 
     name = request.job_id or request.run_id
-    client = kfp.Client(host=config.kfp_host)
-    experiment = client.create_experiment(name=config.kfp_experiment)
+    client = kfp.Client(**kfp_client_args(config))
+    experiment = client.create_experiment(
+        name=config.kfp_experiment, namespace=config.kfp_namespace
+    )
     existing = client.list_runs(
         experiment_id=experiment.experiment_id,
         page_size=1,

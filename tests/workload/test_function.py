@@ -737,6 +737,8 @@ def test_config_errors_are_clear() -> None:
     for bad in ("0", "604801", "1h", "-5", "9" * 5000, "\u0663"):
         with pytest.raises(fn.ConfigError, match="CT_MAX_EVENT_AGE must be 1 to 604800 seconds"):
             fn.Config.from_env({**local, "CT_MAX_EVENT_AGE": bad})
+    with pytest.raises(fn.ConfigError, match=r"CT_KFP_IAP_CLIENT_ID .* or CT_KFP_TOKEN .*not both"):
+        fn.Config.from_env({**local, "CT_KFP_IAP_CLIENT_ID": "x", "CT_KFP_TOKEN": "y"})
     with pytest.raises(
         fn.ConfigError,
         match=r"CT_DATA_PREFIX 'ct/' overlaps CT_STATE_PREFIX \(gs://bkt/ct/\): the function's",
