@@ -1020,6 +1020,18 @@ def record_new_data(request: RunRequest, config: Config, environ: Mapping[str, s
     if stored is None:
         return
     state = message.decode_state(stored.data, source=config.ledger_uri)
+    if _is_older_generation(request.message.data_version, state.data_version) and (
+        state.data_uri == request.message.data_uri
+    ):
+        # Notifications arrive in any order (no ordering on the trigger's subscription): an
+        # object's generations only grow, so a late one must not take the ledger back.
+        # https://cloud.google.com/storage/docs/metadata#generation-number
+        log(
+            "INFO",
+            f"the deploy ledger {config.ledger_uri} already has generation "
+            f"{state.data_version} of {state.data_uri}; left as it is",
+        )
+        return
     updated = replace(
         state,
         data_uri=request.message.data_uri,
@@ -1036,6 +1048,17 @@ def record_new_data(request: RunRequest, config: Config, environ: Mapping[str, s
         )
     except objects.PreconditionFailed:
         log("INFO", f"the deploy ledger {config.ledger_uri} changed meanwhile; left as it is")
+
+
+def _is_older_generation(version: str, recorded: str) -> bool:
+    """Two generation numbers of one object (decimal strings): is ``version`` the older?"""
+    return (
+        version.isascii()
+        and version.isdigit()
+        and recorded.isascii()
+        and recorded.isdigit()
+        and int(version) < int(recorded)
+    )
 
 
 # ---------------------------------------------------------------------------
