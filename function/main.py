@@ -35,6 +35,15 @@ Configuration (environment variables):
                            ``gs://<CT_BUCKET>/<prefix>/ledger/main/default.json``)
 ``CT_LEASE_SECONDS``       lease of a local run's registry entry (default 300; renewed every
                            fifth of it while the run goes on)
+``CT_MAX_EVENT_AGE``       seconds after its publication that a message is still retried
+                           (default 3600, at most 604800): past it, a failure is acknowledged
+                           with one ERROR line instead of raised (see "Retries" below)
+``CT_KFP_IAP_CLIENT_ID``   the OAuth client id of the Identity-Aware Proxy in front of
+                           ``CT_KFP_HOST``: each call carries a Google-signed ID token for it
+                           (kfp)
+``CT_KFP_TOKEN``           a bearer token for ``CT_KFP_HOST`` (kfp; e.g. from Secret Manager with
+                           ``--set-secrets``); not together with ``CT_KFP_IAP_CLIENT_ID``
+``CT_KFP_NAMESPACE``       the Kubeflow profile namespace of multi-user Kubeflow (kfp)
 ========================= =================================================================
 
 Storage goes through ``objects.py``: ``ORCHESTRATOR_LOCAL_BUCKET_ROOT=/dir`` reads ``gs://b/k``
@@ -101,6 +110,29 @@ Outcomes, one JSON log line each (``severity``, ``message``, ``message_id``):
 - ``ERROR cannot handle message <id>, the function is misconfigured (it will be redelivered):
   ...``: a ``ConfigError``; raised too, so that no message is lost while the deployment is
   fixed.
+- ``ERROR gave up on message <id>, published <age> ago (CT_MAX_EVENT_AGE is <n> s): ...``: one
+  of the two above, for a message past the age cap; acknowledged, nothing runs.
+
+An event that is not a Pub/Sub message at all (its data not an object, no ``message``, data
+that is not a string) is rejected the same way (``rejected message ?: ...``).
+
+Retries
+-------
+The function is deployed with ``--retry``: an invocation that raises is delivered again, with
+exponential backoff (10 to 600 s), for as long as Pub/Sub keeps the message (up to 7 days); one
+that returns is acknowledged. So only what a later attempt can fix raises: storage or the
+backend unreachable, and a misconfiguration (kept: a redeploy fixes it, and the messages
+published meanwhile then run). Everything else returns after its log line.
+
+Retries are capped by the message's age, as Google's "Retrying event-driven functions" page
+recommends (https://cloud.google.com/functions/docs/bestpractices/retries, "Set an end
+condition to avoid infinite retry loops"). The age counts from the Pub/Sub ``publishTime`` the
+event carries (``data.message.publishTime``, RFC 3339; the CloudEvent ``time`` when it has none:
+https://cloud.google.com/eventarc/docs/cloudevents). A failure of a message older than
+``CT_MAX_EVENT_AGE`` is acknowledged with the ``gave up`` line instead of raised. A late message
+that succeeds still runs: the age only decides what a failure does. A state given up on is
+published again by ``python -m orchestrator trigger`` or a re-run of its build; the runs
+registry makes that one run.
 """
 
 from __future__ import annotations
@@ -116,6 +148,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,6 +174,10 @@ SUBMIT_LEASE_SECONDS = 120
 DEFAULT_LOCAL_LEASE_SECONDS = 300
 #: Tries at claiming a registry entry that others keep changing, before giving up (transient).
 CLAIM_TRIES = 8
+#: How long after its publication a failing message is retried (CT_MAX_EVENT_AGE), and the
+#: bound: Pub/Sub keeps an unacknowledged message at most 7 days.
+DEFAULT_MAX_EVENT_AGE = 3600
+MAX_EVENT_AGE_LIMIT = 7 * 24 * 3600
 FINALIZE = "OBJECT_FINALIZE"
 _NOTIFICATION_ATTRIBUTES = ("eventType", "bucketId", "objectId", "payloadFormat")
 
@@ -175,6 +212,10 @@ class Config:
     data_bucket: str = ""
     ledger_uri: str = ""
     lease_seconds: int = DEFAULT_LOCAL_LEASE_SECONDS
+    max_event_age: int = DEFAULT_MAX_EVENT_AGE
+    kfp_namespace: str | None = None
+    kfp_iap_client_id: str | None = None
+    kfp_token: str | None = field(default=None, repr=False)
 
     @property
     def notification_bucket(self) -> str:
@@ -214,6 +255,11 @@ class Config:
         lease_text = env.get("CT_LEASE_SECONDS", str(DEFAULT_LOCAL_LEASE_SECONDS))
         if not lease_text.isdigit() or not 5 <= int(lease_text) <= 86400:
             raise ConfigError(f"CT_LEASE_SECONDS must be 5 to 86400 seconds, not {lease_text!r}")
+        if env.get("CT_KFP_IAP_CLIENT_ID") and env.get("CT_KFP_TOKEN"):
+            raise ConfigError(
+                "set CT_KFP_IAP_CLIENT_ID (an IAP-protected endpoint) or CT_KFP_TOKEN (a bearer "
+                "token), not both"
+            )
         config = cls(
             bucket=bucket,
             backend=backend,  # type: ignore[arg-type]
@@ -232,6 +278,10 @@ class Config:
             data_bucket=data_bucket,
             ledger_uri=ledger_uri,
             lease_seconds=int(lease_text),
+            max_event_age=max_event_age(env),
+            kfp_namespace=env.get("CT_KFP_NAMESPACE") or None,
+            kfp_iap_client_id=env.get("CT_KFP_IAP_CLIENT_ID") or None,
+            kfp_token=env.get("CT_KFP_TOKEN") or None,
         )
         if backend == "vertex" and not (config.project and config.pipeline_root):
             raise ConfigError("the vertex backend needs CT_PROJECT and CT_PIPELINE_ROOT")
@@ -259,6 +309,18 @@ class Config:
                     f"CT_DATA_PREFIX {self.data_prefix!r} overlaps {name} (gs://{bucket}/{key}/): "
                     "the function's own writes would start runs"
                 )
+
+
+def max_event_age(environ: Mapping[str, str]) -> int:
+    """``CT_MAX_EVENT_AGE`` in seconds (default one hour), or ConfigError."""
+    text = environ.get("CT_MAX_EVENT_AGE", "") or str(DEFAULT_MAX_EVENT_AGE)
+    if not (text.isascii() and text.isdigit() and len(text) <= 7) or not (
+        1 <= int(text) <= MAX_EVENT_AGE_LIMIT
+    ):
+        raise ConfigError(
+            f"CT_MAX_EVENT_AGE must be 1 to {MAX_EVENT_AGE_LIMIT} seconds, not {text[:40]!r}"
+        )
+    return int(text)
 
 
 def _check_bucket(name: str, bucket: str) -> None:
@@ -744,14 +806,51 @@ def run_vertex(
     return RunResult(request.run_id, "vertex", "submitted", detail=job.resource_name)
 
 
+def fetch_iap_token(client_id: str) -> str:
+    """A Google-signed OIDC ID token whose audience is the IAP OAuth client id, from the
+    function's own identity (the metadata server; a service-account key file named by
+    ``GOOGLE_APPLICATION_CREDENTIALS`` elsewhere). IAP takes it as ``Authorization: Bearer``:
+    https://cloud.google.com/iap/docs/authentication-howto"""
+    import google.auth.transport.requests
+    import google.oauth2.id_token
+
+    token: str = google.oauth2.id_token.fetch_id_token(  # type: ignore[no-untyped-call]
+        google.auth.transport.requests.Request(), audience=client_id
+    )
+    return token
+
+
+def kfp_client_args(
+    config: Config, iap_token: Callable[[str], str] = fetch_iap_token
+) -> dict[str, Any]:
+    """``kfp.Client`` arguments for the configured endpoint (kfp 2.17's ``Client(host,
+    client_id, namespace, ..., existing_token, ...)``).
+
+    kfp sends ``existing_token`` as ``Authorization: Bearer`` on every call. Its own
+    ``client_id`` flow is not used: it signs through the IAM API or, for a user, stores a
+    refresh token under ``~/.config/kfp``; an ID token from google-auth does the same job with
+    the function's identity. A namespace (multi-user Kubeflow) also spares the client its
+    healthz probe, which retries 5 times 5 s apart when it fails."""
+    args: dict[str, Any] = {"host": config.kfp_host}
+    if config.kfp_iap_client_id:
+        args["existing_token"] = iap_token(config.kfp_iap_client_id)
+    elif config.kfp_token:
+        args["existing_token"] = config.kfp_token
+    if config.kfp_namespace:
+        args["namespace"] = config.kfp_namespace
+    return args
+
+
 def run_kfp(
     request: RunRequest, config: Config, environ: Mapping[str, str] | None = None
 ) -> RunResult:
     import kfp
 
     name = request.job_id or request.run_id
-    client = kfp.Client(host=config.kfp_host)
-    experiment = client.create_experiment(name=config.kfp_experiment)
+    client = kfp.Client(**kfp_client_args(config))
+    experiment = client.create_experiment(
+        name=config.kfp_experiment, namespace=config.kfp_namespace
+    )
     existing = client.list_runs(
         experiment_id=experiment.experiment_id,
         page_size=1,
@@ -921,6 +1020,18 @@ def record_new_data(request: RunRequest, config: Config, environ: Mapping[str, s
     if stored is None:
         return
     state = message.decode_state(stored.data, source=config.ledger_uri)
+    if _is_older_generation(request.message.data_version, state.data_version) and (
+        state.data_uri == request.message.data_uri
+    ):
+        # Notifications arrive in any order (no ordering on the trigger's subscription): an
+        # object's generations only grow, so a late one must not take the ledger back.
+        # https://cloud.google.com/storage/docs/metadata#generation-number
+        log(
+            "INFO",
+            f"the deploy ledger {config.ledger_uri} already has generation "
+            f"{state.data_version} of {state.data_uri}; left as it is",
+        )
+        return
     updated = replace(
         state,
         data_uri=request.message.data_uri,
@@ -937,6 +1048,17 @@ def record_new_data(request: RunRequest, config: Config, environ: Mapping[str, s
         )
     except objects.PreconditionFailed:
         log("INFO", f"the deploy ledger {config.ledger_uri} changed meanwhile; left as it is")
+
+
+def _is_older_generation(version: str, recorded: str) -> bool:
+    """Two generation numbers of one object (decimal strings): is ``version`` the older?"""
+    return (
+        version.isascii()
+        and version.isdigit()
+        and recorded.isascii()
+        and recorded.isdigit()
+        and int(version) < int(recorded)
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -961,10 +1083,57 @@ def _first_line(text: str) -> str:
     return stripped.splitlines()[0] if stripped else ""
 
 
-@functions_framework.cloud_event
-def on_message(cloud_event: Any) -> None:
-    envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
-    pubsub = envelope.get("message")
+#: RFC 3339 as Pub/Sub writes ``publishTime`` (nanoseconds at most) and CloudEvents ``time``.
+_RFC3339_RE = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def parse_time(value: object) -> float | None:
+    """An RFC 3339 timestamp as POSIX seconds; None for anything else."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    match = _RFC3339_RE.fullmatch(value.strip())
+    if match is None:
+        return None
+    day, clock, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}{zone}")
+    except ValueError:
+        return None
+    return moment.timestamp() + (int(fraction.ljust(9, "0")) / 1e9 if fraction else 0.0)
+
+
+def published_at(envelope: object, event_time: object = None) -> float | None:
+    """When the message was published: the Pub/Sub ``publishTime`` in the event's data
+    (``{"message": {"publishTime": ...}}``), else the CloudEvent ``time`` (Eventarc sets it to the
+    publish time too: https://cloud.google.com/eventarc/docs/cloudevents); None if neither."""
+    pubsub = envelope.get("message") if isinstance(envelope, dict) else None
+    published = parse_time(pubsub.get("publishTime")) if isinstance(pubsub, dict) else None
+    return published if published is not None else parse_time(event_time)
+
+
+def _age_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def deliver(
+    envelope: object,
+    event_time: object = None,
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> RunResult | None:
+    """Handle one delivered event: the body of ``on_message``.
+
+    Returns (the message is acknowledged) after one log line, unless a later delivery can do
+    better: then it raises (Pub/Sub redelivers), except past the age cap (see "Retries")."""
+    env = os.environ if environ is None else environ
+    pubsub = envelope.get("message") if isinstance(envelope, dict) else None
     raw_id = pubsub.get("messageId", "?") if isinstance(pubsub, dict) else "?"
     message_id = raw_id[:100] if isinstance(raw_id, str) else "?"
     try:
@@ -974,32 +1143,53 @@ def on_message(cloud_event: Any) -> None:
         if "data" not in pubsub and not is_storage_notification(attributes):
             raise MessageError("the event carries no Pub/Sub message data")
         data = message.decode_base64(pubsub.get("data", ""))
-        config = Config.from_env()
-        result = handle_message(data, attributes, config)
+        config = Config.from_env(env)
+        result = handle_message(data, attributes, config, env)
     except PERMANENT_ERRORS as error:
         # Acknowledged: redelivering a malformed message can never succeed.
         log("ERROR", f"rejected message {message_id}: {error}", message_id=message_id)
-        return
-    except ConfigError as error:
-        # Not the message's fault: keep it (Pub/Sub redelivers) until the deployment is fixed.
-        log(
-            "ERROR",
-            f"cannot handle message {message_id}, the function is misconfigured "
-            f"(it will be redelivered): {error}",
-            message_id=message_id,
-        )
-        raise
+        return None
     except Exception as error:
-        log(
-            "WARNING",
-            f"transient failure for message {message_id}, will be redelivered: "
-            f"{type(error).__name__}: {_first_line(str(error))}",
-            message_id=message_id,
+        misconfigured = isinstance(error, ConfigError)
+        reason = (
+            str(error) if misconfigured else f"{type(error).__name__}: {_first_line(str(error))}"
         )
+        published = published_at(envelope, event_time)
+        try:
+            cap = max_event_age(env)
+        except ConfigError:
+            cap = DEFAULT_MAX_EVENT_AGE
+        age = None if published is None else clock() - published
+        if age is not None and age > cap:
+            # Acknowledged: retried for CT_MAX_EVENT_AGE already, and Pub/Sub would go on for
+            # up to 7 days (https://cloud.google.com/functions/docs/bestpractices/retries).
+            log(
+                "ERROR",
+                f"gave up on message {message_id}, published {_age_text(age)} ago "
+                f"(CT_MAX_EVENT_AGE is {cap} s): "
+                f"{'the function is misconfigured: ' if misconfigured else ''}{reason}",
+                message_id=message_id,
+            )
+            return None
+        if misconfigured:
+            # Not the message's fault: keep it (Pub/Sub redelivers) until the deployment is
+            # fixed, or the cap above is reached.
+            log(
+                "ERROR",
+                f"cannot handle message {message_id}, the function is misconfigured "
+                f"(it will be redelivered): {reason}",
+                message_id=message_id,
+            )
+        else:
+            log(
+                "WARNING",
+                f"transient failure for message {message_id}, will be redelivered: {reason}",
+                message_id=message_id,
+            )
         raise
     if result.status == "ignored":
         log("INFO", f"ignored message {message_id}: {result.detail}", message_id=message_id)
-        return
+        return result
     text = f"message {message_id}: run {result.run_id} {result.status}"
     if result.status == "duplicate":
         text += f" ({result.detail})"
@@ -1009,3 +1199,11 @@ def on_message(cloud_event: Any) -> None:
         message_id=message_id,
         run=result.to_json(),
     )
+    return result
+
+
+@functions_framework.cloud_event
+def on_message(cloud_event: Any) -> None:
+    """The Cloud Function: a Pub/Sub CloudEvent (``google.cloud.pubsub.topic.v1.messagePublished``,
+    data ``{"message": {...}, "subscription": ...}``)."""
+    deliver(cloud_event.data, cloud_event.get("time"))

@@ -102,11 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    for name, text in (
-        ("plan", "print the plan for a commit range"),
-        ("validate", "check rules.toml (exit 0 or 2)"),
-    ):
-        _common(sub.add_parser(name, help=text, description=text), suppress=True)
+    plan_text = "print the plan for a commit range"
+    _common(sub.add_parser("plan", help=plan_text, description=plan_text), suppress=True)
+    validate_text = "check rules.toml (exit 0 or 2)"
+    validate_parser = sub.add_parser("validate", help=validate_text, description=validate_text)
+    _common(validate_parser, suppress=True)
+    validate_parser.add_argument(
+        "--cloud",
+        action="store_true",
+        help="also check, with the credentials in use, that the Google Cloud resources exist "
+        "and every permission a build needs is held (exit 2 if not, 1 if unreachable)",
+    )
     explain_parser = sub.add_parser(
         "explain", help="show which rules match the given paths", description="explain paths"
     )
@@ -144,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", metavar="URI", help="train on this data (gs://..., or a local file locally)"
     )
     trigger_parser.add_argument("--branch", help="whose deployed state (default: this branch)")
+    setup_text = "print the one-time Google Cloud setup for rules.toml as gcloud commands"
+    setup_parser = sub.add_parser("setup-gcp", help=setup_text, description=setup_text)
+    _common(setup_parser, suppress=True)
+    setup_parser.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="print the commands (required: setup-gcp runs nothing)",
+    )
+    setup_parser.add_argument(
+        "--github-repo",
+        metavar="OWNER/REPOSITORY",
+        help="the repository whose workflows may impersonate the build's account "
+        "(default: $GITHUB_REPOSITORY)",
+    )
     ledger_text = "inspect or repair the deploy ledger"
     ledger_parser = sub.add_parser("ledger", help=ledger_text, description=ledger_text)
     _common(ledger_parser, suppress=True)
@@ -279,6 +300,12 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
             commit=args.commit,
             file=args.file,
         )
+    if command == "setup-gcp":
+        from orchestrator.commands import setup_gcp
+
+        return setup_gcp.run(
+            target, io, print_only=args.print_only, github_repository=args.github_repo
+        )
     if command == "step":
         from orchestrator.commands import step as step_command
 
@@ -286,7 +313,7 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
     if command == "validate":
         from orchestrator.commands import validate
 
-        return validate.run(target, io)
+        return validate.run(target, io, cloud=args.cloud)
     if command == "explain":
         from orchestrator.commands import explain
 

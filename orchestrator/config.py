@@ -43,12 +43,56 @@ _TEST_KEYS = {"command": "argv", "setup": "str", "image": "str"}
 _PIPELINE_KEYS = {"dir": "str", "compile": "argv", "params": "str"}
 _FUNCTION_KEYS = {
     "dir": "str", "name": "str", "entry_point": "str", "runtime": "str",
-    "service_account": "str", "env": "env",
+    "service_account": "str", "env": "env", "memory": "str", "timeout": "str",
+    "max_instances": "int", "min_instances": "int", "ingress": "str", "vpc_connector": "str",
+    "egress": "str",
 }  # fmt: skip
 _BUILD_KEYS = {
-    "machine_type": "str", "logging": "str", "timeout": "str", "service_account": "str",
-    "python_image": "str", "docker_image": "str", "gcloud_image": "str", "install": "str",
+    "machine_type": "str", "logging": "str", "logs_bucket": "str", "timeout": "str",
+    "service_account": "str", "python_image": "str", "docker_image": "str",
+    "gcloud_image": "str", "install": "str",
 }  # fmt: skip
+
+# `gcloud functions deploy --help` (https://cloud.google.com/sdk/gcloud/reference/functions/deploy):
+# --ingress-settings "must be one of: all, internal-only, internal-and-gclb"; --egress-settings
+# "must be one of: private-ranges-only, all", and needs --vpc-connector.
+INGRESS_SETTINGS = ("all", "internal-only", "internal-and-gclb")
+EGRESS_SETTINGS = ("private-ranges-only", "all")
+# --memory for 2nd gen: "<number><unit> with allowed units of k, M, G, Ki, Mi, Gi. Ending 'b' or
+# 'B' is allowed"; the tiers run from 128 MiB to 32 GiB
+# (https://cloud.google.com/functions/docs/configuring/memory).
+_MEMORY = re.compile(r"^(\d+)(k|M|G|Ki|Mi|Gi)[bB]?$")
+_MEMORY_UNITS = {"k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+_MEMORY_RANGE = (128 * 2**20, 32 * 2**30)
+# "The maximum timeout duration is ... 9 minutes (540 seconds) for event-driven functions"
+# (https://cloud.google.com/functions/docs/configuring/timeout); gcloud's lower bound is 1s.
+_TIMEOUT = re.compile(r"^(\d+)s$")
+MAX_EVENT_FUNCTION_SECONDS = 540
+# --vpc-connector: "ID of the connector or fully qualified identifier for the connector".
+_VPC_CONNECTOR = re.compile(r"^(projects/[^/\s]+/locations/[^/\s]+/connectors/)?[^/\s]+$")
+# Keys Cloud Run refuses or sets itself for a function
+# (https://cloud.google.com/run/docs/configuring/services/overview-environment-variables):
+# not empty, no '=', no X_GOOGLE_ prefix; FUNCTION_TARGET, FUNCTION_SIGNATURE_TYPE, K_SERVICE,
+# K_REVISION and PORT are reserved.
+RESERVED_ENV_KEYS = (
+    "FUNCTION_TARGET",
+    "FUNCTION_SIGNATURE_TYPE",
+    "K_SERVICE",
+    "K_REVISION",
+    "PORT",
+)
+# BuildOptions.LoggingMode in google-cloud-build (tests check it against the client's enum).
+LOGGING_MODES = (
+    "LOGGING_UNSPECIFIED", "LEGACY", "GCS_ONLY", "STACKDRIVER_ONLY", "CLOUD_LOGGING_ONLY", "NONE",
+)  # fmt: skip
+# Cloud Build refuses a build with a user-specified service account unless it "(a) specify
+# 'build.logs_bucket', (b) use the REGIONAL_USER_OWNED_BUCKET ... option, or (c) use either
+# CLOUD_LOGGING_ONLY / NONE logging options" (its error; see
+# https://cloud.google.com/build/docs/securing-builds/configure-user-specified-service-accounts).
+SERVICE_ACCOUNT_LOGGING = ("CLOUD_LOGGING_ONLY", "NONE")
+# Logging modes that write nothing to Cloud Storage: a logs bucket would stay empty.
+_NO_BUCKET_LOGGING = ("CLOUD_LOGGING_ONLY", "STACKDRIVER_ONLY", "NONE")
+_LOGS_BUCKET = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s]*)?$")
 _PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic", "prefix")
 _DATA_KEYS = {"prefix": "str", "bucket": "str"}
 _COMPONENT_KEYS = ("context", "dockerfile", "build_args")
@@ -197,8 +241,8 @@ class _Validator:
             test=test,
             pipeline=PipelineSettings(**pipeline),
             training_source=SourceSettings(**self._settings(data, "source", {"dir": "str"})),
-            function=FunctionSettings(**self._settings(data, "function", _FUNCTION_KEYS)),
-            build=BuildSettings(**self._settings(data, "build", _BUILD_KEYS)),
+            function=self._function(data),
+            build=self._build(data),
             data=self._data(data),
         )
 
@@ -246,6 +290,128 @@ class _Validator:
                     line=self._key_line("prefix", self._header_line("[data]")),
                 ) from None
         return DataSettings(**values)
+
+    def _function(self, data: Mapping[str, Any]) -> FunctionSettings:
+        values = self._settings(data, "function", _FUNCTION_KEYS)
+        header = self._header_line("[function]")
+
+        def fail(key: str, message: str) -> ConfigError:
+            return self.fail(message, key=f"function.{key}", line=self._key_line(key, header))
+
+        env_header = self._header_line("[function.env]")
+        for key, _ in values.get("env", ()):
+            if not key or "=" in key or key.startswith("X_GOOGLE_") or key in RESERVED_ENV_KEYS:
+                raise self.fail(
+                    f"{key!r} cannot be a function's environment variable: a key must not be "
+                    "empty, contain '=' or start with X_GOOGLE_, and "
+                    + ", ".join(RESERVED_ENV_KEYS)
+                    + " are set by Cloud Run",
+                    key="function.env",
+                    line=self._key_line(key, env_header)
+                    if env_header is not None
+                    else self._key_line("env", header),
+                )
+        memory = values.get("memory")
+        if memory is not None:
+            found = _MEMORY.match(memory)
+            amount = int(found.group(1)) * _MEMORY_UNITS[found.group(2)] if found else 0
+            if not _MEMORY_RANGE[0] <= amount <= _MEMORY_RANGE[1]:
+                raise fail(
+                    "memory",
+                    f"{memory!r} is not a function's memory: write a number and one of the units "
+                    "k, M, G, Ki, Mi, Gi, from 128Mi to 32Gi (such as '512Mi' or '1Gi')",
+                )
+        timeout = values.get("timeout")
+        if timeout is not None:
+            found = _TIMEOUT.match(timeout)
+            if not found or not 1 <= int(found.group(1)) <= MAX_EVENT_FUNCTION_SECONDS:
+                raise fail(
+                    "timeout",
+                    f"{timeout!r} is not a function's timeout: write seconds such as '540s', "
+                    f"from 1s to {MAX_EVENT_FUNCTION_SECONDS}s (the most an event-driven "
+                    "function may run)",
+                )
+        max_instances = values.get("max_instances")
+        if max_instances is not None and max_instances < 1:
+            raise fail("max_instances", "must be at least 1")
+        min_instances = values.get("min_instances")
+        if min_instances is not None and min_instances < 0:
+            raise fail("min_instances", "must be 0 or more")
+        settings = FunctionSettings(**values)
+        if settings.min_instances > settings.max_instances:
+            key = "min_instances" if min_instances is not None else "max_instances"
+            raise fail(
+                key,
+                f"min_instances ({settings.min_instances}) is more than max_instances "
+                f"({settings.max_instances})",
+            )
+        if settings.ingress not in INGRESS_SETTINGS:
+            raise fail(
+                "ingress",
+                f"{settings.ingress!r} is not an ingress setting; use one of: "
+                + ", ".join(INGRESS_SETTINGS),
+            )
+        connector = settings.vpc_connector
+        if connector is not None and not _VPC_CONNECTOR.match(connector):
+            raise fail(
+                "vpc_connector",
+                f"{connector!r} is not a connector: write its id (in the function's region) or "
+                "projects/<project>/locations/<region>/connectors/<id>",
+            )
+        if settings.egress is not None:
+            if settings.egress not in EGRESS_SETTINGS:
+                raise fail(
+                    "egress",
+                    f"{settings.egress!r} is not an egress setting; use one of: "
+                    + ", ".join(EGRESS_SETTINGS),
+                )
+            if connector is None:
+                raise fail("egress", "applies to a VPC connector: set vpc_connector too")
+        return settings
+
+    def _build(self, data: Mapping[str, Any]) -> BuildSettings:
+        values = self._settings(data, "build", _BUILD_KEYS)
+        header = self._header_line("[build]")
+
+        def fail(key: str, message: str) -> ConfigError:
+            return self.fail(message, key=f"build.{key}", line=self._key_line(key, header))
+
+        logging = values.get("logging")
+        if logging is not None and logging not in LOGGING_MODES:
+            raise fail(
+                "logging",
+                f"{logging!r} is not a Cloud Build logging mode; use one of: "
+                + ", ".join(LOGGING_MODES),
+            )
+        bucket = values.get("logs_bucket")
+        if bucket is not None:
+            if not _LOGS_BUCKET.match(bucket):
+                raise fail(
+                    "logs_bucket",
+                    f"{bucket!r} is not a bucket: write gs://<bucket> or gs://<bucket>/<path>",
+                )
+            if logging is None:
+                values["logging"] = "GCS_ONLY"  # where a logs bucket is written to
+            elif logging in _NO_BUCKET_LOGGING:
+                raise fail(
+                    "logs_bucket",
+                    f"is never written with logging = {logging!r}; use GCS_ONLY or LEGACY, or "
+                    "drop logs_bucket",
+                )
+        settings = BuildSettings(**values)
+        if (
+            settings.service_account
+            and settings.logs_bucket is None
+            and settings.logging not in SERVICE_ACCOUNT_LOGGING
+        ):
+            raise fail(
+                "service_account",
+                f"Cloud Build refuses a build with its own service account and logging = "
+                f"{settings.logging!r}: set logging to "
+                + " or ".join(repr(mode) for mode in SERVICE_ACCOUNT_LOGGING)
+                + ", or logs_bucket",
+            )
+        return settings
 
     def _unmatched(self, data: Mapping[str, Any]) -> UnmatchedPolicy:
         table, header = self._table(data, "unmatched")
@@ -336,7 +502,8 @@ class _Validator:
     def _settings(
         self, data: Mapping[str, Any], key: str, kinds: Mapping[str, str]
     ) -> dict[str, Any]:
-        """A flat settings table: each key is a string, an argv (list of strings) or env table."""
+        """A flat settings table: each key is a string, an integer, an argv (list of strings) or
+        a table of strings (environment variables)."""
         table, header = self._table(data, key)
         self._unknown_keys(table, tuple(kinds), where=key, header=header)
         values: dict[str, Any] = {}
@@ -347,6 +514,14 @@ class _Validator:
                 if not isinstance(value, str) or not value:
                     raise self.fail(
                         f"must be a non-empty string, not {_describe(value)}",
+                        key=f"{key}.{name}",
+                        line=line,
+                    )
+                values[name] = value
+            elif kind == "int":
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise self.fail(
+                        f"must be an integer, not {_describe(value)}",
                         key=f"{key}.{name}",
                         line=line,
                     )

@@ -44,7 +44,8 @@ Schema 1 is schema 2 without the last five fields; decoding it gives ``data_uri=
 
 Message **attributes**: ``{"commit": "<sha>", "schema": "2"}``. When present they must agree
 with the data. The **ordering key** is the branch name derived from ``ref``
-(``refs/heads/main`` -> ``main``), so runs of one branch are delivered in order.
+(``refs/heads/main`` -> ``main``): information only, since the function's trigger subscription
+has no message ordering (README, "Message order is not guaranteed").
 
 Hostile input never gets past :func:`decode` as anything but :class:`MessageError`: more than
 1 MiB, not UTF-8, not JSON, duplicate keys, ``NaN``/``Infinity`` (and numbers that overflow to

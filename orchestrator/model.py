@@ -160,12 +160,27 @@ class SourceSettings:
 
 @dataclass(frozen=True, slots=True)
 class FunctionSettings:
+    """The trigger function and the resources it is deployed with (``gcloud functions deploy``).
+
+    The defaults are what the function in ``function/`` needs: its imports alone take about
+    200 MiB (the platform's default is 256 MB), a Vertex AI or Kubeflow submission fits well
+    within 540 s (the most an event-driven function may run), and only Pub/Sub, through
+    Eventarc, ever calls it (``internal-only`` ingress admits that, and nothing from outside).
+    """
+
     dir: str = "function"
     name: str = "ct-trigger"
     entry_point: str = "on_message"
     runtime: str = "python311"
     service_account: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    memory: str = "512Mi"  # --memory: <number><k|M|G|Ki|Mi|Gi>, 128Mi to 32Gi
+    timeout: str = "540s"  # --timeout: 1s to 540s
+    max_instances: int = 10  # --max-instances: bounds the cost of a burst of messages
+    min_instances: int = 0  # --min-instances: 0 keeps no idle instance
+    ingress: str = "internal-only"  # --ingress-settings: all | internal-only | internal-and-gclb
+    vpc_connector: str | None = None  # --vpc-connector: a connector's id or full name
+    egress: str | None = None  # --egress-settings (with a connector): private-ranges-only | all
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +188,8 @@ class BuildSettings:
     """Cloud Build options for the emitted build."""
 
     machine_type: str | None = None
-    logging: str = "CLOUD_LOGGING_ONLY"
+    logging: str = "CLOUD_LOGGING_ONLY"  # a BuildOptions.LoggingMode name
+    logs_bucket: str | None = None  # the Build's logsBucket: gs://<bucket>[/<path>]
     timeout: str = "3600s"
     service_account: str | None = None
     python_image: str = "python:3.11-slim"

@@ -21,6 +21,26 @@ CONTEXT_OUTSIDE = (
 RULE = '[[rule]]\nname = "r"\npaths = ["a/"]\ndo = "upload_source"\n'
 
 
+FN = V1 + "[function]\n"
+MEMORY_ERROR = (
+    "rules.toml:3: [function.memory] {} is not a function's memory: write a number and one of "
+    "the units k, M, G, Ki, Mi, Gi, from 128Mi to 32Gi (such as '512Mi' or '1Gi')"
+)
+TIMEOUT_ERROR = (
+    "rules.toml:3: [function.timeout] {} is not a function's timeout: write seconds such as "
+    "'540s', from 1s to 540s (the most an event-driven function may run)"
+)
+ENV_KEY_ERROR = (
+    "rules.toml:{}: [function.env] {} cannot be a function's environment variable: a key must "
+    "not be empty, contain '=' or start with X_GOOGLE_, and FUNCTION_TARGET, "
+    "FUNCTION_SIGNATURE_TYPE, K_SERVICE, K_REVISION, PORT are set by Cloud Run"
+)
+SERVICE_ACCOUNT_ERROR = (
+    "rules.toml:{}: [build.service_account] Cloud Build refuses a build with its own service "
+    "account and logging = {}: set logging to 'CLOUD_LOGGING_ONLY' or 'NONE', or logs_bucket"
+)
+
+
 def rule(do: str, paths: str = '["a/"]') -> str:
     return f'[[rule]]\nname = "r"\npaths = {paths}\ndo = {do}\n'
 
@@ -146,6 +166,86 @@ BROKEN: list[tuple[str, str, str]] = [
      V1 + '[[rule]]\nname = "r"\npaths = [\n  "a/",\n  "b[c",\n]\ndo = "retrain"\n',
      "rules.toml:6: [rule 'r'.paths] pattern 'b[c' has a '[' that is never closed, so it "
      "matches nothing; write '\\[' for a literal bracket"),
+    # [function]: what `gcloud functions deploy` and Cloud Run accept (see orchestrator/config.py)
+    ("function-unknown-key", FN + 'cpu = "1"\n',
+     "rules.toml:3: [function.cpu] unknown key 'cpu' (allowed: dir, name, entry_point, runtime, "
+     "service_account, env, memory, timeout, max_instances, min_instances, ingress, "
+     "vpc_connector, egress)"),
+    ("function-memory-no-unit", FN + 'memory = "512"\n', MEMORY_ERROR.format("'512'")),
+    ("function-memory-unknown-unit", FN + 'memory = "1Ti"\n', MEMORY_ERROR.format("'1Ti'")),
+    ("function-memory-below-128Mi", FN + 'memory = "64Mi"\n', MEMORY_ERROR.format("'64Mi'")),
+    ("function-memory-above-32Gi", FN + 'memory = "33Gi"\n', MEMORY_ERROR.format("'33Gi'")),
+    ("function-memory-as-int", FN + "memory = 512\n",
+     "rules.toml:3: [function.memory] must be a non-empty string, not an integer"),
+    ("function-timeout-above-540s", FN + 'timeout = "541s"\n', TIMEOUT_ERROR.format("'541s'")),
+    ("function-timeout-zero", FN + 'timeout = "0s"\n', TIMEOUT_ERROR.format("'0s'")),
+    ("function-timeout-minutes", FN + 'timeout = "9m"\n', TIMEOUT_ERROR.format("'9m'")),
+    ("function-max-instances-zero", FN + "max_instances = 0\n",
+     "rules.toml:3: [function.max_instances] must be at least 1"),
+    ("function-max-instances-string", FN + 'max_instances = "10"\n',
+     "rules.toml:3: [function.max_instances] must be an integer, not a string"),
+    ("function-max-instances-bool", FN + "max_instances = true\n",
+     "rules.toml:3: [function.max_instances] must be an integer, not a boolean"),
+    ("function-min-instances-negative", FN + "min_instances = -1\n",
+     "rules.toml:3: [function.min_instances] must be 0 or more"),
+    ("function-min-above-default-max", FN + "min_instances = 11\n",
+     "rules.toml:3: [function.min_instances] min_instances (11) is more than max_instances (10)"),
+    ("function-max-below-default-min", FN + "min_instances = 3\nmax_instances = 2\n",
+     "rules.toml:3: [function.min_instances] min_instances (3) is more than max_instances (2)"),
+    ("function-ingress-unknown", FN + 'ingress = "internal"\n',
+     "rules.toml:3: [function.ingress] 'internal' is not an ingress setting; use one of: all, "
+     "internal-only, internal-and-gclb"),
+    ("function-egress-without-connector", FN + 'egress = "all"\n',
+     "rules.toml:3: [function.egress] applies to a VPC connector: set vpc_connector too"),
+    ("function-egress-unknown", FN + 'vpc_connector = "c1"\negress = "private"\n',
+     "rules.toml:4: [function.egress] 'private' is not an egress setting; use one of: "
+     "private-ranges-only, all"),
+    ("function-vpc-connector-half-qualified",
+     FN + 'vpc_connector = "projects/p/connectors/c1"\n',
+     "rules.toml:3: [function.vpc_connector] 'projects/p/connectors/c1' is not a connector: "
+     "write its id (in the function's region) or "
+     "projects/<project>/locations/<region>/connectors/<id>"),
+    ("function-env-reserved-prefix", FN + 'env = { X_GOOGLE_A = "1" }\n',
+     ENV_KEY_ERROR.format(3, "'X_GOOGLE_A'")),
+    ("function-env-key-with-equals", FN + 'env = { "A=B" = "1" }\n',
+     ENV_KEY_ERROR.format(3, "'A=B'")),
+    ("function-env-reserved-key-in-subtable",
+     FN + 'name = "f"\n\n[function.env]\nA = "1"\nPORT = "8080"\n',
+     ENV_KEY_ERROR.format(7, "'PORT'")),
+    # [build]: Cloud Build's LoggingMode and its rule for a user-specified service account
+    ("build-unknown-key", V1 + '[build]\nlogs = "x"\n',
+     "rules.toml:3: [build.logs] unknown key 'logs' (allowed: machine_type, logging, logs_bucket, "
+     "timeout, service_account, python_image, docker_image, gcloud_image, install)"),
+    ("build-logging-unknown", V1 + '[build]\nlogging = "CLOUD_LOGGING"\n',
+     "rules.toml:3: [build.logging] 'CLOUD_LOGGING' is not a Cloud Build logging mode; use one "
+     "of: LOGGING_UNSPECIFIED, LEGACY, GCS_ONLY, STACKDRIVER_ONLY, CLOUD_LOGGING_ONLY, NONE"),
+    ("build-logging-lowercase", V1 + '[build]\nlogging = "none"\n',
+     "rules.toml:3: [build.logging] 'none' is not a Cloud Build logging mode; use one "
+     "of: LOGGING_UNSPECIFIED, LEGACY, GCS_ONLY, STACKDRIVER_ONLY, CLOUD_LOGGING_ONLY, NONE"),
+    ("build-service-account-legacy-logging",
+     V1 + '[build]\nlogging = "LEGACY"\nservice_account = "b@p.iam.gserviceaccount.com"\n',
+     SERVICE_ACCOUNT_ERROR.format(4, "'LEGACY'")),
+    ("build-service-account-unspecified-logging",
+     V1 + '[build]\nservice_account = "b@p.iam.gserviceaccount.com"\n'
+     'logging = "LOGGING_UNSPECIFIED"\n',
+     SERVICE_ACCOUNT_ERROR.format(3, "'LOGGING_UNSPECIFIED'")),
+    ("build-service-account-gcs-only-without-bucket",
+     V1 + '[build]\nlogging = "GCS_ONLY"\nservice_account = "b@p.iam.gserviceaccount.com"\n',
+     SERVICE_ACCOUNT_ERROR.format(4, "'GCS_ONLY'")),
+    ("build-logs-bucket-not-a-uri", V1 + '[build]\nlogs_bucket = "my-logs"\n',
+     "rules.toml:3: [build.logs_bucket] 'my-logs' is not a bucket: write gs://<bucket> or "
+     "gs://<bucket>/<path>"),
+    ("build-logs-bucket-name-too-short", V1 + '[build]\nlogs_bucket = "gs://l"\n',
+     "rules.toml:3: [build.logs_bucket] 'gs://l' is not a bucket: write gs://<bucket> or "
+     "gs://<bucket>/<path>"),
+    ("build-logs-bucket-with-no-logging",
+     V1 + '[build]\nlogging = "NONE"\nlogs_bucket = "gs://my-logs"\n',
+     "rules.toml:4: [build.logs_bucket] is never written with logging = 'NONE'; "
+     "use GCS_ONLY or LEGACY, or drop logs_bucket"),
+    ("build-logs-bucket-with-cloud-logging-only",
+     V1 + '[build]\nlogging = "CLOUD_LOGGING_ONLY"\nlogs_bucket = "gs://my-logs/ct"\n',
+     "rules.toml:4: [build.logs_bucket] is never written with logging = 'CLOUD_LOGGING_ONLY'; "
+     "use GCS_ONLY or LEGACY, or drop logs_bucket"),
     ("error-in-second-rule",
      V1 + RULE + "\n" + '[[rule]]\nname = "s"\npaths = ["b"]\ndo = "nope"\n',
      "rules.toml:10: [rule 's'.do] unknown action 'nope'; use one of: skip, all, test, "
@@ -347,3 +447,119 @@ def test_each_unmatched_policy_loads(policy: str) -> None:
 def test_the_repository_root_is_a_build_context(root: str) -> None:
     rules = parse_rules(V1 + f'[components.app]\ncontext = "{root}"\n')
     assert rules.components[0].context == ""
+
+
+# -- [function] and [build] settings ----------------------------------------------------------
+
+
+def test_function_and_build_defaults() -> None:
+    rules = parse_rules(V1)
+    assert rules.function == model.FunctionSettings()
+    assert (rules.function.memory, rules.function.timeout) == ("512Mi", "540s")
+    assert (rules.function.max_instances, rules.function.min_instances) == (10, 0)
+    assert rules.function.ingress == "internal-only"
+    assert (rules.function.vpc_connector, rules.function.egress) == (None, None)
+    assert rules.build == model.BuildSettings()
+    assert (rules.build.logging, rules.build.logs_bucket) == ("CLOUD_LOGGING_ONLY", None)
+
+
+def test_a_full_function_table_loads() -> None:
+    rules = parse_rules(
+        FN
+        + 'memory = "1Gi"\ntimeout = "300s"\nmax_instances = 3\nmin_instances = 1\n'
+        + 'ingress = "internal-and-gclb"\n'
+        + 'vpc_connector = "projects/p/locations/us-central1/connectors/ct-conn"\n'
+        + 'egress = "all"\nservice_account = "fn@p.iam.gserviceaccount.com"\n'
+        + '[function.env]\nCT_BACKEND = "kfp"\n"odd,key" = "a@b"\n'
+    )
+    assert rules.function == model.FunctionSettings(
+        memory="1Gi",
+        timeout="300s",
+        max_instances=3,
+        min_instances=1,
+        ingress="internal-and-gclb",
+        vpc_connector="projects/p/locations/us-central1/connectors/ct-conn",
+        egress="all",
+        service_account="fn@p.iam.gserviceaccount.com",
+        env=(("CT_BACKEND", "kfp"), ("odd,key", "a@b")),
+    )
+
+
+@pytest.mark.parametrize(
+    "memory", ["128Mi", "32Gi", "512M", "512MB", "512Mb", "1G", "1000000k", "131072Ki"]
+)
+def test_memory_in_gcloud_units_loads(memory: str) -> None:
+    assert parse_rules(FN + f'memory = "{memory}"\n').function.memory == memory
+
+
+@pytest.mark.parametrize("timeout", ["1s", "60s", "540s"])
+def test_timeouts_up_to_540s_load(timeout: str) -> None:
+    assert parse_rules(FN + f'timeout = "{timeout}"\n').function.timeout == timeout
+
+
+@pytest.mark.parametrize("ingress", ["all", "internal-only", "internal-and-gclb"])
+def test_each_ingress_setting_loads(ingress: str) -> None:
+    assert parse_rules(FN + f'ingress = "{ingress}"\n').function.ingress == ingress
+
+
+def test_logging_modes_are_the_ones_cloud_build_accepts() -> None:
+    from google.cloud.devtools import cloudbuild_v1
+
+    from orchestrator.config import LOGGING_MODES
+
+    assert list(LOGGING_MODES) == list(cloudbuild_v1.BuildOptions.LoggingMode.__members__)
+    for mode in LOGGING_MODES:
+        assert parse_rules(V1 + f'[build]\nlogging = "{mode}"\n').build.logging == mode
+
+
+SERVICE_ACCOUNT = 'service_account = "builder@p.iam.gserviceaccount.com"\n'
+
+
+@pytest.mark.parametrize(
+    ("settings", "logging", "bucket"),
+    [
+        ("", "CLOUD_LOGGING_ONLY", None),  # the default logging
+        ('logging = "CLOUD_LOGGING_ONLY"\n', "CLOUD_LOGGING_ONLY", None),
+        ('logging = "NONE"\n', "NONE", None),
+        ('logs_bucket = "gs://my-logs"\n', "GCS_ONLY", "gs://my-logs"),
+        ('logging = "LEGACY"\nlogs_bucket = "gs://my-logs/ct"\n', "LEGACY", "gs://my-logs/ct"),
+        ('logging = "GCS_ONLY"\nlogs_bucket = "gs://my-logs"\n', "GCS_ONLY", "gs://my-logs"),
+    ],
+)
+def test_a_build_service_account_with_logging_cloud_build_accepts(
+    settings: str, logging: str, bucket: str | None
+) -> None:
+    build = parse_rules(V1 + "[build]\n" + SERVICE_ACCOUNT + settings).build
+    assert (build.logging, build.logs_bucket) == (logging, bucket)
+    assert build.service_account == "builder@p.iam.gserviceaccount.com"
+
+
+def test_a_logs_bucket_alone_sends_the_logs_there() -> None:
+    build = parse_rules(V1 + '[build]\nlogs_bucket = "gs://my-logs"\n').build
+    assert (build.logging, build.logs_bucket) == ("GCS_ONLY", "gs://my-logs")
+
+
+def test_validate_reports_a_service_account_cloud_build_would_refuse(tmp_path: Path) -> None:
+    import io
+
+    from orchestrator.cli import main
+
+    path = tmp_path / "rules.toml"
+    path.write_text(V1 + '[build]\nlogging = "LEGACY"\n' + SERVICE_ACCOUNT, encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--repo", str(tmp_path), "validate"], stdout=out, stderr=err, env={})
+    assert (code, out.getvalue()) == (2, "")
+    assert err.getvalue() == (
+        f"orchestrator: error: {path}:4: [build.service_account] Cloud Build refuses a build with "
+        "its own service account and logging = 'LEGACY': set logging to 'CLOUD_LOGGING_ONLY' or "
+        "'NONE', or logs_bucket\n"
+    )
+
+
+def test_the_readmes_rules_toml_reference_loads() -> None:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index("## rules.toml reference") :]
+    block = block[block.index("```toml\n") + len("```toml\n") :]
+    rules = parse_rules(block[: block.index("```\n")], source="README.md")
+    assert rules.function.ingress == "internal-only"
+    assert rules.build.service_account is not None

@@ -176,3 +176,52 @@ def test_dry_run_imports_no_cloud_library(git_repo: GitRepo) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, env=git_env(), check=True
     )
     assert done.stdout.strip() == "0 []"
+
+
+FUNCTION_SETTINGS = """
+[[rule]]
+name = "function"
+paths = ["function/"]
+do = "deploy_function"
+
+[function]
+memory = "1Gi"
+ingress = "internal-and-gclb"
+
+[function.env]
+RUN_AS = "runner@demo-project.iam.gserviceaccount.com"
+PRICE = "$5, with a comma"
+"""
+FUNCTION_RULES = RULES + FUNCTION_SETTINGS
+
+
+def test_emit_deploys_the_function_with_its_settings(git_repo: GitRepo) -> None:
+    repo = _repo(git_repo, FUNCTION_RULES)
+    repo.commit({"function/main.py": "def on_message(event):\n    pass\n"})
+    code, out, err = _cli(repo, "emit")
+    assert (code, err) == (0, "")
+    config = yaml.safe_load(out)
+    build_from_dict(config)
+    [deploy] = [s for s in config["steps"] if s["id"] == "deploy_function"]
+    args = deploy["args"]
+    assert args[args.index("--memory") + 1] == "1Gi"
+    assert args[args.index("--ingress-settings") + 1] == "internal-and-gclb"
+    assert args[args.index("--timeout") + 1] == "540s"
+    assert "--retry" in args
+    env_vars = args[args.index("--set-env-vars") + 1]
+    # ',' and '@' are in values, ':' in gs:// URIs: ';' splits the list
+    assert env_vars.startswith("^;^")
+    assert ";PRICE=$$5, with a comma;" in env_vars
+    assert ";RUN_AS=runner@demo-project.iam.gserviceaccount.com" in env_vars
+
+
+def test_emit_refuses_a_service_account_cloud_build_would_refuse(git_repo: GitRepo) -> None:
+    account = 'service_account = "b@p.iam.gserviceaccount.com"'
+    rules = RULES + f'\n[build]\nlogging = "LEGACY"\n{account}\n'
+    repo = _repo(git_repo, rules)
+    repo.commit({"src/app.py": "x = 2\n"})
+    code, out, err = _cli(repo, "emit")
+    assert (code, out) == (2, "")
+    line = rules.splitlines().index(account) + 1
+    assert err.startswith(f"orchestrator: error: {repo.path / 'rules.toml'}:{line}: ")
+    assert "[build.service_account] Cloud Build refuses a build with its own service account" in err

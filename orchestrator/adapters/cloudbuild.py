@@ -12,7 +12,8 @@ A build config is a plain dict in Cloud Build's YAML/JSON shape, as ``gcloud bui
 ``google-cloud-build`` client with the regional parent ``projects/P/locations/R``, polls
 ``GetBuild`` until the build finishes, and returns a frozen ``BuildRecord``; a failed build is a
 record with ``succeeded == False``, not an exception, so the caller can still show its id and
-log URL.
+log URL. A ``KeyboardInterrupt`` (Ctrl-C) while the build is followed cancels it
+(``CancelBuild``) and raises ``Cancelled`` (exit 130), whose message says so.
 
 Endpoint: real Cloud Build with application default credentials, unless the environment maps
 ``ORCHESTRATOR_CLOUDBUILD_ENDPOINT=host:port``, which selects an insecure gRPC channel with no
@@ -30,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
+from orchestrator.errors import InputError, OrchestratorError, ServiceUnreachable, StepFailed
 
 if TYPE_CHECKING:
     from google.cloud.devtools import cloudbuild_v1
@@ -42,11 +43,21 @@ FINAL_STATUSES = frozenset(
 )
 
 _CALL_TIMEOUT = 60.0
+# Ctrl-C was pressed: cancelling must not keep the user waiting for long.
+_CANCEL_TIMEOUT = 20.0
 # Polling tolerates this many failed GetBuild calls in a row (a network blip) before giving up.
 _MAX_POLL_ERRORS = 5
 # Added to the build's own timeout before we stop waiting for it.
 _WAIT_MARGIN = 600.0
 _DEFAULT_BUILD_TIMEOUT = 600.0  # Cloud Build's default when the config sets none
+
+
+class Cancelled(OrchestratorError):
+    """Ctrl-C while a build was followed: the build was cancelled (or could not be).
+
+    Exit 130, as for any interrupt; the message is the one line the user sees."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -119,8 +130,9 @@ def submit_build(
     timeout plus ten minutes). Returns the final record, whatever the status.
 
     Raises ``InputError`` for a config the API rejects, ``ServiceUnreachable`` (naming the
-    endpoint) when Cloud Build cannot be reached, and ``StepFailed`` if the build does not
-    finish in time or the API refuses the request.
+    endpoint) when Cloud Build cannot be reached, ``StepFailed`` if the build does not
+    finish in time or the API refuses the request, and ``Cancelled`` on Ctrl-C once the
+    build exists (after cancelling it).
     """
     build = build_from_dict(config)
     parent = f"projects/{project}/locations/{region}"
@@ -146,15 +158,44 @@ def submit_build(
         if metadata is None or not metadata.build.id:
             raise StepFailed(f"{where} accepted the build but returned no build id.")
         record = _record(metadata.build)
-        if on_submitted:
-            on_submitted(record)
-        if on_status:
-            on_status(record)
-        return _follow(
-            client, parent, project, record, where, on_status, poll_interval, wait_timeout
-        )
+        try:
+            if on_submitted:
+                on_submitted(record)
+            if on_status:
+                on_status(record)
+            return _follow(
+                client, parent, project, record, where, on_status, poll_interval, wait_timeout
+            )
+        except KeyboardInterrupt:
+            raise _cancel(client, parent, project, record, where) from None
     finally:
         client.transport.close()
+
+
+def _cancel(client: Any, parent: str, project: str, record: BuildRecord, where: str) -> Cancelled:
+    """Cancel the build we were following (Ctrl-C): what to tell the user, and exit 130.
+
+    ``CancelBuild`` takes the project and build id, and for a build outside ``global`` the
+    regional name ``projects/P/locations/L/builds/ID``, from which the client also sets the
+    request's ``location`` routing header: the legacy form "only cancels builds in the global
+    region" (https://cloud.google.com/build/docs/api/reference/rest/v1/projects.builds/cancel,
+    .../projects.locations.builds/cancel). A build that already finished cannot be cancelled
+    (an HTTP 400: https://github.com/knative/build/issues/54); then the message says so.
+    """
+    from google.api_core import exceptions as gexc
+    from google.cloud.devtools import cloudbuild_v1
+
+    request = cloudbuild_v1.CancelBuildRequest(
+        name=f"{parent}/builds/{record.build_id}", project_id=project, id=record.build_id
+    )
+    try:
+        client.cancel_build(request=request, retry=None, timeout=_CANCEL_TIMEOUT)
+    except gexc.GoogleAPICallError as exc:
+        return Cancelled(
+            f"interrupted; Cloud Build build {record.build_id} could not be cancelled "
+            f"({where}: {_first_line(exc)}); see {record.log_url}"
+        )
+    return Cancelled(f"interrupted: cancelled Cloud Build build {record.build_id}")
 
 
 def _follow(

@@ -6,11 +6,18 @@ credentials, and the topic is created there if it is missing (only on the emulat
 Pub/Sub a missing topic is a configuration error, reported as such). Otherwise real Pub/Sub with
 application default credentials.
 
+One message is one ``Publish`` call of the generated client (``google.pubsub_v1``), not the
+batching ``google.cloud.pubsub_v1.PublisherClient``: nothing here needs batches, flow control or
+client-side ordering. Client-side ordering (``enable_message_ordering``) would buy nothing:
+the function's trigger delivers in any order (see ``publish``), and it has costs: a failed
+publish pauses the ordering key until ``resume_publish``, and the default retry deadline
+becomes unbounded (``PublisherClient.publish`` in google-cloud-pubsub 2.x).
+
 Retries are bounded: an unreachable service fails within ``timeout`` seconds with a
 ``ServiceUnreachable`` naming it, never after minutes. Delivery is at least once (a publish
 that timed out may still have been delivered), so subscribers must tolerate duplicates.
 
-google.cloud is imported inside ``publish``, so the planning path never pays for it.
+google.pubsub_v1 is imported inside ``publish``, so the planning path never pays for it.
 """
 
 from __future__ import annotations
@@ -41,9 +48,10 @@ def publish(
 ) -> str:
     """Publish ``data`` with ``attributes`` to ``projects/{project}/topics/{topic}``.
 
-    With an ``ordering_key``, message ordering is enabled on the publisher so that messages with
-    the same key are delivered in order (the subscription must enable ordering too).
-    Returns the message id the service assigned.
+    ``ordering_key`` is set on the message as it is, as information: it orders nothing unless
+    a subscription was created with message ordering enabled, and the subscription behind a
+    Cloud Functions Pub/Sub trigger is created by Eventarc, without it (README, "Artifacts and
+    the published message"). Returns the message id the service assigned.
 
     Raises ``ServiceUnreachable`` (naming the service and host) if Pub/Sub cannot be reached in
     time, ``StepFailed`` if the topic does not exist or the publish is refused, and
@@ -56,33 +64,33 @@ def publish(
         raise InputError(f"Pub/Sub attributes must map strings to strings; bad keys: {bad}.")
 
     from google.api_core import exceptions as gexc
+    from google.pubsub_v1.types import PubsubMessage
 
     emulator = env.get(EMULATOR_HOST_VAR) or None
     where = f"the Pub/Sub emulator at {emulator} ({EMULATOR_HOST_VAR})" if emulator else "Pub/Sub"
     topic_path = f"projects/{project}/topics/{topic}"
-    client = _client(emulator, ordering=ordering_key is not None, where=where)
+    client = _client(emulator, where=where)
+    message = PubsubMessage(data=data, attributes=dict(attributes), ordering_key=ordering_key or "")
     deadline = time.monotonic() + timeout
+    topic_ready = not emulator
     try:
-        if emulator:
-            _ensure_emulator_topic(client, topic_path, where)
         attempt = 0
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
             per_attempt = max(1.0, min(_ATTEMPT_TIMEOUT, remaining))
-            # retry=None: the client's default retry has no bound once ordering is enabled;
-            # this loop is the bounded retry instead.
-            future = client.publish(
-                topic_path,
-                data,
-                ordering_key=ordering_key or "",
-                retry=None,
-                timeout=per_attempt,
-                **dict(attributes),
-            )
             try:
-                message_id: str = future.result(timeout=per_attempt + 5)
+                if not topic_ready:
+                    _ensure_emulator_topic(client, topic_path, where, per_attempt)
+                    topic_ready = True
+                # retry=None: this loop is the retry, bounded by ``timeout``.
+                response = client.publish(
+                    topic=topic_path, messages=[message], retry=None, timeout=per_attempt
+                )
+                message_id: str = response.message_ids[0]
                 return message_id
+            except InputError:
+                raise
             except gexc.NotFound:
                 raise StepFailed(f"Topic {topic_path} does not exist in {where}.") from None
             except (gexc.PermissionDenied, gexc.Unauthenticated) as exc:
@@ -98,27 +106,22 @@ def publish(
                         f"(gave up after {attempt} attempt(s) in {timeout:.0f}s): "
                         f"{_first_line(exc)}"
                     ) from exc
-                if ordering_key:
-                    client.resume_publish(topic_path, ordering_key)
                 time.sleep(min(1.0 * attempt, 5.0))
     finally:
-        client.stop()
+        client.transport.close()
 
 
-def _client(emulator: str | None, *, ordering: bool, where: str) -> Any:
-    from google.cloud.pubsub_v1 import PublisherClient, types
+def _client(emulator: str | None, *, where: str) -> Any:
+    from google.pubsub_v1 import PublisherClient
 
-    options = types.PublisherOptions(enable_message_ordering=ordering)
-    # One message per call: send it at once rather than waiting to fill a batch.
-    batch = types.BatchSettings(max_messages=1, max_latency=0.0)
     if emulator:
         import grpc
         from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
         transport = PublisherGrpcTransport(channel=grpc.insecure_channel(emulator))
-        return PublisherClient(batch_settings=batch, publisher_options=options, transport=transport)
+        return PublisherClient(transport=transport)
     try:
-        return PublisherClient(batch_settings=batch, publisher_options=options)
+        return PublisherClient()
     except Exception as exc:  # google.auth raises several credential error types
         from google.auth import exceptions as auth_exc
 
@@ -130,17 +133,17 @@ def _client(emulator: str | None, *, ordering: bool, where: str) -> Any:
         raise ServiceUnreachable(f"Cannot reach {where}: {_first_line(exc)}") from exc
 
 
-def _ensure_emulator_topic(client: Any, topic_path: str, where: str) -> None:
+def _ensure_emulator_topic(client: Any, topic_path: str, where: str, timeout: float) -> None:
+    """Create the topic on the emulator unless it exists; transport errors propagate (the
+    caller retries them)."""
     from google.api_core import exceptions as gexc
 
     try:
-        client.create_topic(name=topic_path, retry=None, timeout=_ATTEMPT_TIMEOUT)
+        client.create_topic(name=topic_path, retry=None, timeout=timeout)
     except gexc.AlreadyExists:
         pass
     except gexc.InvalidArgument as exc:
         raise InputError(f"{where} rejected topic {topic_path}: {_first_line(exc)}") from exc
-    except Exception as exc:  # transport errors have many types
-        raise ServiceUnreachable(f"Cannot reach {where}: {_first_line(exc)}") from exc
 
 
 def _first_line(value: object) -> str:

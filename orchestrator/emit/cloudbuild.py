@@ -15,7 +15,11 @@ or value containing ``$`` reaches the step unchanged.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shlex
+import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator import shipped
@@ -32,6 +36,16 @@ OUTPUTS_DIR = ".orchestrator/outputs"
 SETUP_STEP = "setup"
 #: Actions that run ``python -m orchestrator step <id>`` inside the build.
 TOOL_ACTIONS = ("upload_source", "compile_pipeline", "publish")
+#: What Cloud Build accepts as a tag: it refuses any other with 'invalid build tag ...: must
+#: match format "^[\w][\w.-]{0,127}$"' (Build.tags, https://cloud.google.com/build/docs/
+#: build-config-file-schema#tags). Its regexes are RE2's, where \w is ASCII [0-9A-Za-z_]
+#: (https://github.com/google/re2/blob/main/doc/syntax.txt), hence re.ASCII.
+TAG_PATTERN = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_TAG_LENGTH = 128
+#: Delimiters tried, in order, for ``--set-env-vars``: the first that no key or value holds.
+#: Never '=' (it splits a key from its value), '^' (it opens the delimiter syntax) or '$'
+#: (Cloud Build substitution).
+ENV_DELIMITERS = (",", "@", ":", ";", "|", "#", "~", "!", "%", "&", "+", "*")
 
 
 def output_file(action_id: str) -> str:
@@ -66,6 +80,7 @@ def emit_build(plan: Plan, rules: Rules, artifacts: Artifacts) -> dict[str, Any]
         "steps": [_escaped(step) for step in steps],
         "timeout": settings.timeout,
         "options": options,
+        **({"logsBucket": settings.logs_bucket} if settings.logs_bucket else {}),
         "substitutions": {
             "_HEAD_SHA": plan.head,
             "_BASE_SHA": plan.base or "",
@@ -179,7 +194,11 @@ def _image_step(action: Action, rules: Rules, artifacts: Artifacts) -> dict[str,
 
 
 def deploy_function_args(rules: Rules, artifacts: Artifacts) -> list[str]:
-    """``gcloud functions deploy``: gen2, Pub/Sub trigger, never unauthenticated."""
+    """``gcloud functions deploy``: gen2, Pub/Sub trigger with retries, never unauthenticated.
+
+    Every flag is spelled as ``gcloud functions deploy --help`` spells it
+    (https://cloud.google.com/sdk/gcloud/reference/functions/deploy).
+    """
     fn = rules.function
     project = rules.project
     if not project.topic:
@@ -215,21 +234,64 @@ def deploy_function_args(rules: Rules, artifacts: Artifacts) -> list[str]:
         fn.entry_point,
         "--trigger-topic",
         project.topic,
+        # Without it a failed invocation is dropped, not redelivered ("By default, if a function
+        # invocation terminates with an error, the function is not invoked again and the event
+        # is dropped": https://cloud.google.com/functions/docs/bestpractices/retries). The
+        # function acknowledges what a retry cannot fix and caps retries by message age.
+        "--retry",
         "--no-allow-unauthenticated",
-        "--set-env-vars",
-        _env_vars(env),
+        "--memory",
+        fn.memory,
+        "--timeout",
+        fn.timeout,
+        "--max-instances",
+        str(fn.max_instances),
+        "--min-instances",
+        str(fn.min_instances),
+        # Pub/Sub and Eventarc in the function's project count as internal traffic
+        # (https://cloud.google.com/run/docs/securing/ingress), so internal-only still
+        # receives every message.
+        "--ingress-settings",
+        fn.ingress,
     ]
+    if fn.vpc_connector:
+        args += ["--vpc-connector", fn.vpc_connector]
+        if fn.egress:
+            args += ["--egress-settings", fn.egress]
+    else:
+        # a connector removed from rules.toml is removed from the function too: without the
+        # flag, gcloud keeps the deployed one
+        args.append("--clear-vpc-connector")
+    args += ["--set-env-vars", set_env_vars_value(env, rules)]
     if fn.service_account:
         args += ["--service-account", fn.service_account]
     return args
 
 
-def _env_vars(env: dict[str, str]) -> str:
-    """gcloud's KEY=VALUE list; a value with a comma switches the delimiter (gcloud escaping)."""
-    pairs = [f"{k}={v}" for k, v in sorted(env.items())]
-    if any("," in p for p in pairs):
-        return "^@^" + "@".join(pairs)
-    return ",".join(pairs)
+def set_env_vars_value(env: Mapping[str, str], rules: Rules) -> str:
+    """gcloud's ``KEY=VALUE`` list, always in its alternate-delimiter form ``^D^K=V D K=V``.
+
+    gcloud splits the list on ``D``, then each item on its first ``=`` ("gcloud topic
+    escaping": ``D`` "may not appear in any value in the list";
+    https://cloud.google.com/sdk/gcloud/reference/topic/escaping), so ``D`` is the first of
+    ``ENV_DELIMITERS`` that no key or value holds. A service account's ``@``, a ``,`` or an
+    ``=`` in a value then reach the function as written.
+
+    Chosen over ``--env-vars-file``: a file would have to be written by a shell step, adding
+    shell and YAML quoting to Cloud Build's substitution escaping; this stays one argv element,
+    under one documented rule, and readable in the emitted config.
+    """
+    pairs = [f"{key}={value}" for key, value in sorted(env.items())]
+    held = "".join(pairs)
+    for delimiter in ENV_DELIMITERS:
+        if delimiter not in held:
+            return f"^{delimiter}^" + delimiter.join(pairs)
+    raise ConfigError(
+        "the function's environment cannot be passed to gcloud: its keys and values hold every "
+        "delimiter gcloud could split them on (" + " ".join(ENV_DELIMITERS) + ")",
+        file=rules.source,
+        key="function.env",
+    )
 
 
 def _service_account_name(rules: Rules, account: str) -> str:
@@ -241,11 +303,33 @@ def _service_account_name(rules: Rules, account: str) -> str:
 
 def _tags(plan: Plan, artifacts: Artifacts) -> list[str]:
     branch = artifacts.ref.removeprefix("refs/heads/").removeprefix("refs/")
-    safe = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in branch)[:100]
-    tags = ["ct-orchestrator", f"commit-{plan.head[:12]}"]
-    if safe and safe[0].isalnum():
-        tags.append(f"ref-{safe}")
-    return tags
+    tags = ["ct-orchestrator"]
+    commit = _ascii_tag_text(plan.head)[:12]
+    if commit:
+        tags.append(f"commit-{commit}")
+    if branch:
+        tags.append(_tag("ref-", branch))
+    return list(dict.fromkeys(tags))
+
+
+def _ascii_tag_text(value: str) -> str:
+    """``value`` in the characters a tag may hold: accents dropped (``café`` -> ``cafe``), any
+    other run of characters a tag cannot hold (``/``, ``ø``, ``日本``) becomes one ``-``."""
+    decomposed = unicodedata.normalize("NFKD", value)
+    folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return re.sub(r"[^\w.-]+", "-", folded, flags=re.ASCII).strip("-.")
+
+
+def _tag(prefix: str, value: str) -> str:
+    """``prefix`` + ``value`` as a valid tag, at most 128 characters. A value cut short, or with
+    nothing left, ends with a hash of the original, so distinct long names stay distinct."""
+    text = _ascii_tag_text(value)
+    if text and len(prefix) + len(text) <= _TAG_LENGTH:
+        return prefix + text
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    room = _TAG_LENGTH - len(prefix) - len(digest) - 1
+    head = text[:room].rstrip("-.")
+    return f"{prefix}{head}-{digest}" if head else f"{prefix}{digest}"
 
 
 def _escaped(value: Any) -> Any:

@@ -204,3 +204,103 @@ def test_the_real_client_can_wait_on_the_operation(cloudbuild_api: LocalCloudBui
     assert build.status == cloudbuild_v1.Build.Status.SUCCESS
     assert build.id == operation.metadata.build.id
     client.transport.close()
+
+
+# --- Ctrl-C while following: CancelBuild ---------------------------------------------------
+
+
+def _interrupt_when(status: str) -> Any:
+    def on_status(record: cloudbuild.BuildRecord) -> None:
+        if record.status == status:
+            raise KeyboardInterrupt
+
+    return on_status
+
+
+@pytest.mark.parametrize("region", ["us-central1", "global"])
+def test_ctrl_c_while_following_cancels_that_build_once(
+    cloudbuild_api: LocalCloudBuild, region: str
+) -> None:
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=10_000)
+    with pytest.raises(cloudbuild.Cancelled) as info:
+        cloudbuild.submit_build(
+            "demo-project",
+            region,
+            CONFIG,
+            env=cloudbuild_api.env,
+            on_status=_interrupt_when("WORKING"),
+            poll_interval=0.01,
+        )
+    [cancel] = cloudbuild_api.cancels
+    build_id = cancel.request.id
+    assert cancel.request.name == f"projects/demo-project/locations/{region}/builds/{build_id}"
+    assert cancel.request.project_id == "demo-project"
+    assert cancel.routing == f"location={region}"  # what routes a regional build's cancel
+    assert cloudbuild_api.status(build_id) == "CANCELLED"
+    assert str(info.value) == f"interrupted: cancelled Cloud Build build {build_id}"
+    assert info.value.exit_code == 130
+
+
+def test_a_build_that_cannot_be_cancelled_is_named_with_its_log(
+    cloudbuild_api: LocalCloudBuild,
+) -> None:
+    """Ctrl-C as the build finishes: the API refuses to cancel a finished build."""
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=1)
+    with pytest.raises(cloudbuild.Cancelled) as info:
+        cloudbuild.submit_build(
+            "demo-project",
+            "us-central1",
+            CONFIG,
+            env=cloudbuild_api.env,
+            on_status=_interrupt_when("SUCCESS"),
+            poll_interval=0.01,
+        )
+    [cancel] = cloudbuild_api.cancels
+    message = str(info.value)
+    assert message.startswith(f"interrupted; Cloud Build build {cancel.request.id} could not be")
+    assert "is SUCCESS, not running" in message
+    assert message.endswith(f"/builds/{cancel.request.id}/log")
+    assert "\n" not in message and info.value.exit_code == 130
+
+
+def test_the_stand_in_cancels_only_what_the_api_would(cloudbuild_api: LocalCloudBuild) -> None:
+    """CancelBuild as the API documents it: project and id required, the regional name must
+    be the build's own, and it returns the cancelled build."""
+    import grpc
+    from google.api_core import exceptions as gexc
+    from google.cloud.devtools import cloudbuild_v1
+    from google.cloud.devtools.cloudbuild_v1.services.cloud_build.transports import (
+        CloudBuildGrpcTransport,
+    )
+
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=10_000)
+    client = cloudbuild_v1.CloudBuildClient(
+        transport=CloudBuildGrpcTransport(channel=grpc.insecure_channel(cloudbuild_api.address))
+    )
+    operation = client.create_build(
+        project_id="p-1",
+        parent="projects/p-1/locations/europe-west1",
+        build=cloudbuild.build_from_dict(CONFIG),
+        retry=None,
+        timeout=10,
+    )
+    build_id = operation.metadata.build.id
+    with pytest.raises(gexc.InvalidArgument):
+        client.cancel_build(project_id="p-1", retry=None, timeout=10)
+    with pytest.raises(gexc.NotFound):
+        client.cancel_build(
+            request=cloudbuild_v1.CancelBuildRequest(
+                name=f"projects/p-1/locations/us-central1/builds/{build_id}",
+                project_id="p-1",
+                id=build_id,
+            ),
+            retry=None,
+            timeout=10,
+        )
+    cancelled = client.cancel_build(project_id="p-1", id=build_id, retry=None, timeout=10)
+    assert cancelled.id == build_id
+    assert cancelled.status == cloudbuild_v1.Build.Status.CANCELLED
+    assert {s.status for s in cancelled.steps} == {cloudbuild_v1.Build.Status.CANCELLED}
+    with pytest.raises(gexc.FailedPrecondition):
+        client.cancel_build(project_id="p-1", id=build_id, retry=None, timeout=10)
+    client.transport.close()

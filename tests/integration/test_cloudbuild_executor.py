@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -19,7 +22,7 @@ from orchestrator.adapters.storage import LOCAL_BUCKET_ROOT_VAR
 from orchestrator.cli import main
 from tests.fixtures._services import free_port
 from tests.fixtures.cloudbuild_server import LocalCloudBuild
-from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.gitrepo import GitRepo, git_env
 from tests.samples import SMALL_RULES as RULES
 
 
@@ -188,3 +191,85 @@ def test_on_a_fresh_bucket_the_build_makes_what_its_publish_needs(
     assert {"upload_source", "compile_pipeline", "publish"} <= set(planned)
     # plan (--dry-run), emit and run show and run exactly the same actions
     assert emitted_ids == submitted == ["setup", *planned]
+
+
+class _CtrlCOnce(io.StringIO):
+    """A terminal on which the user presses Ctrl-C as soon as ``text`` is printed."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.pressed = False
+
+    def write(self, s: str) -> int:
+        written = super().write(s)
+        if self.text in s and not self.pressed:
+            self.pressed = True
+            raise KeyboardInterrupt
+        return written
+
+
+def test_ctrl_c_while_following_cancels_the_build_and_exits_130(
+    git_repo: GitRepo, cloudbuild_api: LocalCloudBuild, tmp_path: Path
+) -> None:
+    repo = _repo(git_repo)
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=10_000)
+    out, err = _CtrlCOnce("build WORKING"), io.StringIO()
+    argv = ["run", "--repo", str(repo.path), "--executor", "cloudbuild"]
+    code = main(argv, stdout=out, stderr=err, env=_env(cloudbuild_api, tmp_path))
+    [request] = cloudbuild_api.requests
+    [cancel] = cloudbuild_api.cancels
+    build_id = cancel.request.id
+    assert out.pressed and code == 130
+    assert out.getvalue().count(f"Cloud Build build {build_id} in ") == 1  # the build followed
+    assert cancel.request.name == f"{request.parent}/builds/{build_id}"
+    assert cancel.request.project_id == "demo-project"
+    assert cloudbuild_api.status(build_id) == "CANCELLED"
+    assert (
+        err.getvalue()
+        == f"orchestrator: error: interrupted: cancelled Cloud Build build {build_id}\n"
+    )
+    # an interrupted run records nothing in the deploy ledger
+    assert not list((tmp_path / "buckets").rglob("ledger/*"))
+
+
+def test_sigint_to_a_real_run_cancels_the_build_and_exits_130(
+    git_repo: GitRepo, cloudbuild_api: LocalCloudBuild, tmp_path: Path
+) -> None:
+    repo = _repo(git_repo)
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=10_000)
+    env = {**git_env(), **_env(cloudbuild_api, tmp_path), "NO_COLOR": "1"}
+    env.pop("CI", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "--executor", "cloudbuild"],
+        cwd=repo.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not cloudbuild_api.requests or cloudbuild_api.polls(_only_build(cloudbuild_api)) < 3:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    build_id = _only_build(cloudbuild_api)
+    [cancel] = cloudbuild_api.cancels
+    assert process.returncode == 130, out + err
+    assert (cancel.request.id, cancel.request.project_id) == (build_id, "demo-project")
+    assert cancel.request.name == f"projects/demo-project/locations/us-central1/builds/{build_id}"
+    assert cancel.routing == "location=us-central1"
+    assert cloudbuild_api.status(build_id) == "CANCELLED"
+    assert err == f"orchestrator: error: interrupted: cancelled Cloud Build build {build_id}\n"
+    assert f"Cloud Build build {build_id} in demo-project/us-central1" in out
+
+
+def _only_build(api: LocalCloudBuild) -> str:
+    [build_id] = api.build_ids
+    return build_id

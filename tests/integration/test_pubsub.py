@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestrator import message
 from orchestrator.adapters import pubsub
 from orchestrator.errors import InputError, ServiceUnreachable
-from tests.fixtures._services import free_port
-from tests.fixtures.pubsub import PubsubEmulator
+from tests.fixtures._services import (
+    free_port,
+    log_contains,
+    start_process,
+    stop_process,
+    wait_until,
+)
+from tests.fixtures.pubsub import PubsubEmulator, emulator_jar
 
 PROJECT = "ct-test-project"
 
@@ -130,3 +140,78 @@ def test_invalid_topic_name_is_an_input_error(pubsub_emulator: PubsubEmulator) -
 def test_attributes_must_be_strings(pubsub_emulator: PubsubEmulator) -> None:
     with pytest.raises(InputError, match="strings to strings"):
         pubsub.publish(PROJECT, "topic", b"x", {"n": 1}, None, env=pubsub_emulator.env)  # type: ignore[dict-item]
+
+
+def test_the_run_request_reaches_an_unordered_subscription_as_eventarc_creates_it(
+    pubsub_emulator: PubsubEmulator, pubsub_admin: tuple[Any, Any]
+) -> None:
+    """What the publish step sends, as the function's trigger receives it. The subscription
+    behind a Cloud Functions Pub/Sub trigger is created by Eventarc without message ordering
+    (its EventTrigger has no such setting, and ordering is fixed when a subscription is
+    created), so the publisher enables none; the branch still travels as the ordering key,
+    for anyone reading the topic through an ordered subscription of their own."""
+    topic = PubsubEmulator.unique_id("runs")
+    subscription = _subscribe(pubsub_admin, topic, ordering=False)
+    sent = message.PublishMessage(
+        commit="0123456789abcdef0123456789abcdef01234567",
+        ref="refs/heads/feature/x",
+        pipeline_spec_uri="gs://ct-bucket/pipelines/abc/pipeline.yaml",
+        source_uri="gs://ct-bucket/source/def/training_src.tar.gz",
+        parameters={"hidden_units": 64},
+        request_id="request-1",
+    )
+    encoded = message.encode(sent)
+
+    message_id = pubsub.publish(
+        PROJECT,
+        topic,
+        encoded.data,
+        encoded.attributes,
+        encoded.ordering_key,
+        env=pubsub_emulator.env,
+    )
+
+    [received] = _pull(pubsub_admin, subscription, 1)
+    assert received.message_id == message_id
+    assert received.data == encoded.data
+    assert dict(received.attributes) == {"commit": sent.commit, "schema": "2"}
+    assert received.ordering_key == "feature/x"
+    assert message.decode(received.data, dict(received.attributes)) == sent
+
+
+def test_a_failed_attempt_pauses_nothing(pubsub_admin: tuple[Any, Any], tmp_path: Path) -> None:
+    """No client-side ordering: a publish whose first attempts fail (the service not up yet)
+    goes through once it is, and the next one with the same ordering key goes straight through
+    (an ordering-enabled publisher pauses the key after a failure until ``resume_publish``)."""
+    java = shutil.which("java")
+    assert java is not None, "java runs the Pub/Sub emulator"
+    port = free_port()
+    env = {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}
+    outcome: dict[str, Any] = {}
+
+    def first() -> None:
+        started = time.monotonic()
+        try:
+            outcome["id"] = pubsub.publish(
+                PROJECT, "late-topic", b"m0", {}, "main", env=env, timeout=30
+            )
+        except Exception as error:  # noqa: BLE001 - reported below
+            outcome["error"] = error
+        outcome["seconds"] = time.monotonic() - started
+
+    publisher = threading.Thread(target=first)
+    publisher.start()
+    time.sleep(2)  # a few attempts fail: nothing listens yet
+    log = tmp_path / "late-emulator.log"
+    proc = start_process(
+        [java, "-jar", str(emulator_jar()), "--host=127.0.0.1", f"--port={port}"], log
+    )
+    try:
+        wait_until(log_contains(log, "Server started"), proc, log, name="late Pub/Sub emulator")
+        publisher.join(timeout=40)
+        assert "error" not in outcome, outcome
+        assert outcome["seconds"] > 2
+        again = pubsub.publish(PROJECT, "late-topic", b"m1", {}, "main", env=env, timeout=10)
+        assert again and again != outcome["id"]
+    finally:
+        stop_process(proc)

@@ -174,6 +174,25 @@ def test_a_new_generation_of_the_same_object_trains_again(setup: Setup) -> None:
     assert len(setup.registry()) == 2
 
 
+def test_a_late_notification_of_an_older_generation_does_not_take_the_ledger_back(
+    setup: Setup,
+) -> None:
+    """The trigger's subscription does not order messages: generation 2 may arrive before 1.
+    Each trains once; the ledger keeps the newest generation of the object."""
+    newer = setup.deliver(*notification(BUCKET, "data/new.csv", "1714564800000002"))
+    older = setup.deliver(*notification(BUCKET, "data/new.csv", "1714564800000001"))
+    assert (newer.status, older.status) == ("succeeded", "succeeded")
+    assert newer.run_id != older.run_id
+    stored = objects.read(setup.ledger_uri, setup.env)
+    assert stored is not None
+    state = message.decode_state(stored.data, source=setup.ledger_uri)
+    assert (state.data_uri, state.data_version, state.run_id) == (
+        f"gs://{BUCKET}/data/new.csv",
+        "1714564800000002",
+        newer.run_id,
+    )
+
+
 def test_the_data_bucket_can_be_another_bucket(setup: Setup) -> None:
     setup.env["CT_DATA_BUCKET"] = "ct-landing"
     ignored = setup.deliver(*notification(BUCKET, "data/new.csv"))

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import json
 import sys
 import threading
 import tomllib
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -139,6 +143,42 @@ def _malformed(bucket: LocalBucket) -> list[tuple[str, bytes | str, bool, str]]:
         ),
         ("nan", b'{"schema": NaN}', False, "message data holds NaN, which is not a JSON number"),
         (
+            "deep-closed",
+            b"[" * 100_000 + b"]" * 100_000,
+            False,
+            "message data is nested too deeply",
+        ),
+        (
+            "deep-objects",
+            b'{"p":' * 100_000 + b"1" + b"}" * 100_000,
+            False,
+            "message data is nested too deeply",
+        ),
+        (
+            "digits-in-parameters",
+            _with_raw_parameter(bucket, "hidden_units", b"9" * 5000),
+            False,
+            "message data holds an integer of 5000 digits (at most 64)",
+        ),
+        (
+            "nan-in-parameters",
+            _with_raw_parameter(bucket, "alpha", b"NaN"),
+            False,
+            "message data holds NaN, which is not a JSON number",
+        ),
+        (
+            "infinity-in-parameters",
+            _with_raw_parameter(bucket, "alpha", b"-Infinity"),
+            False,
+            "message data holds -Infinity, which is not a JSON number",
+        ),
+        (
+            "overflow-in-parameters",
+            _with_raw_parameter(bucket, "alpha", b"1e999"),
+            False,
+            "message data holds a number too large for a double: '1e999'",
+        ),
+        (
             "schema",
             encode(valid_message(bucket, schema=7)),
             False,
@@ -196,6 +236,14 @@ def _malformed(bucket: LocalBucket) -> list[tuple[str, bytes | str, bool, str]]:
     ]
 
 
+def _with_raw_parameter(bucket: LocalBucket, name: str, raw: bytes) -> bytes:
+    """A valid message whose parameter ``name`` is the JSON text ``raw`` (what json.dumps
+    cannot write: NaN, Infinity, huge literals)."""
+    placeholder = "__raw_parameter__"
+    data = encode(valid_message(bucket, parameters={**PARAMS, name: placeholder}))
+    return data.replace(json.dumps(placeholder).encode(), raw)
+
+
 CASES = [
     "bad-base64",
     "bad-json",
@@ -203,6 +251,12 @@ CASES = [
     "deep",
     "digits",
     "nan",
+    "deep-closed",
+    "deep-objects",
+    "digits-in-parameters",
+    "nan-in-parameters",
+    "infinity-in-parameters",
+    "overflow-in-parameters",
     "schema",
     "request-id",
     "not-a-pipeline",
@@ -265,12 +319,34 @@ def test_malformed_message_is_acked_with_a_reason_and_no_run(
             {"message": {"data": "e30=", "messageId": ["x"]}},
             "field 'schema' is missing or not an integer",
         ),
+        (
+            "attribute-not-a-string",
+            {"message": {"data": "e30=", "attributes": {"commit": 5}, "messageId": "m-int"}},
+            "message attribute 'commit' must be a string, not an integer",
+        ),
+        # The CloudEvent's data is not a Pub/Sub envelope at all.
+        (
+            "data-a-list",
+            [{"message": {"data": "e30="}}],
+            "the event carries no Pub/Sub message data",
+        ),
+        ("data-a-string", "e30=", "the event carries no Pub/Sub message data"),
+        ("data-null", None, "the event carries no Pub/Sub message data"),
+        ("data-a-number", 12, "the event carries no Pub/Sub message data"),
+        ("message-a-list", {"message": ["e30="]}, "the event carries no Pub/Sub message data"),
+        ("message-a-string", {"message": "e30="}, "the event carries no Pub/Sub message data"),
+        ("message-null", {"message": None}, "the event carries no Pub/Sub message data"),
+        (
+            "publish-time-hostile",
+            {"message": {"data": "e30=", "messageId": "m-t", "publishTime": "9" * 5000}},
+            "field 'schema' is missing or not an integer",
+        ),
     ],
 )
 def test_hostile_envelopes_are_rejected(
     rejecting_server: tuple[FunctionServer, Path, dict[str, str]],
     case: str,
-    envelope: dict[str, Any],
+    envelope: Any,
     reason: str,
 ) -> None:
     server, root, _ = rejecting_server
@@ -278,25 +354,85 @@ def test_hostile_envelopes_are_rejected(
     status, _ = server.post_cloudevent(envelope)
     assert status == 200
     new = [json.loads(x) for x in server.log().splitlines()[before:] if x.startswith("{")]
-    message_id = envelope.get("message", {}).get("messageId", "?")
+    pubsub = envelope.get("message") if isinstance(envelope, dict) else None
+    message_id = pubsub.get("messageId", "?") if isinstance(pubsub, dict) else "?"
     message_id = message_id if isinstance(message_id, str) else "?"
     assert [line["message"] for line in new] == [f"rejected message {message_id}: {reason}"]
     assert runs_in(root) == []
 
 
-def test_transient_failures_are_raised_for_redelivery(
-    functions_framework: Callable[..., FunctionServer], local_bucket: LocalBucket, tmp_path: Path
-) -> None:
-    """Storage unreachable, or the function misconfigured: not acknowledged (HTTP 500, so
-    Pub/Sub redelivers), with one log line saying so."""
+def pubsub_time(seconds_ago: float) -> str:
+    """A ``publishTime`` as Pub/Sub writes it (RFC 3339, UTC, nanoseconds)."""
+    moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}123Z"
+
+
+def pubsub_envelope(
+    data: bytes, message_id: str, published: str | None, attributes: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The CloudEvent data of a Pub/Sub message as Eventarc delivers it
+    (https://cloud.google.com/eventarc/docs/cloudevents: ``message.publishTime``)."""
+    pubsub: dict[str, Any] = {
+        "data": base64.b64encode(data).decode(),
+        "attributes": dict(attributes or {}),
+        "messageId": message_id,
+    }
+    if published is not None:
+        pubsub["publishTime"] = published
+    return {"message": pubsub, "subscription": "projects/p/subscriptions/eventarc-ct-trigger-sub"}
+
+
+def post_structured(server: FunctionServer, data: Any, time: str) -> int:
+    """A structured-mode CloudEvent (``application/cloudevents+json``) with its ``time``."""
+    event = {
+        "specversion": "1.0",
+        "type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "source": "//pubsub.googleapis.com/projects/p/topics/ct-builds",
+        "id": uuid.uuid4().hex,
+        "time": time,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    request = urllib.request.Request(
+        server.url,
+        data=json.dumps(event).encode(),
+        headers={"Content-Type": "application/cloudevents+json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def lines_for(server: FunctionServer, message_id: str) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in map(
+            json.loads, (x for x in server.log().splitlines() if x.startswith('{"severity"'))
+        )
+        if line.get("message_id") == message_id
+    ]
+
+
+@pytest.fixture(scope="module")
+def failing_servers(
+    functions_framework: Callable[..., FunctionServer],
+    local_bucket: LocalBucket,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[FunctionServer, FunctionServer, str, Path]:
+    """(storage unreachable, misconfigured with CT_MAX_EVENT_AGE=60, the closed storage URL,
+    the pipeline root): every message fails, transiently or for the deployment's sake."""
     closed = f"http://127.0.0.1:{free_port()}"
+    root = tmp_path_factory.mktemp("failing-root")
     unreachable = functions_framework(
         source=REPO / "function/main.py",
         target="on_message",
         env={
             "CT_BUCKET": local_bucket.bucket,
             "CT_BACKEND": "local",
-            "CT_PIPELINE_ROOT": str(tmp_path / "root"),
+            "CT_PIPELINE_ROOT": str(root),
             "STORAGE_EMULATOR_HOST": closed,
             "ORCHESTRATOR_LOCAL_BUCKET_ROOT": "",  # whatever runs these tests may set it
         },
@@ -305,9 +441,18 @@ def test_transient_failures_are_raised_for_redelivery(
     misconfigured = functions_framework(
         source=REPO / "function/main.py",
         target="on_message",
-        env={"CT_BUCKET": local_bucket.bucket, "CT_BACKEND": "local"},
+        env={"CT_BUCKET": local_bucket.bucket, "CT_BACKEND": "local", "CT_MAX_EVENT_AGE": "60"},
         cwd=REPO,
     )
+    return unreachable, misconfigured, closed, root
+
+
+def test_transient_failures_are_raised_for_redelivery(
+    failing_servers: tuple[FunctionServer, FunctionServer, str, Path], local_bucket: LocalBucket
+) -> None:
+    """Storage unreachable, or the function misconfigured: not acknowledged (HTTP 500, so
+    Pub/Sub redelivers), with one log line saying so."""
+    unreachable, misconfigured, closed, root = failing_servers
     data = encode(valid_message(local_bucket))
     for server, expected in (
         (
@@ -329,10 +474,118 @@ def test_transient_failures_are_raised_for_redelivery(
     ):
         status, _ = server.post_pubsub(data, {}, message_id="m-1")
         assert status == 500
-        [line] = [json.loads(x) for x in server.log().splitlines() if x.startswith('{"severity"')]
+        [line] = lines_for(server, "m-1")
         assert line["severity"] == expected["severity"]
         assert line["message"].startswith(expected["message"]), line
-    assert runs_in(tmp_path / "root") == []
+    assert runs_in(root) == []
+
+
+@pytest.mark.parametrize(
+    ("server_index", "seconds_ago", "acknowledged"),
+    [
+        (0, 2 * 3600, True),  # default CT_MAX_EVENT_AGE: one hour
+        (0, 3000, False),
+        (1, 300, True),  # CT_MAX_EVENT_AGE=60
+        (1, 20, False),
+    ],
+)
+def test_a_failing_message_past_the_age_cap_is_acknowledged_with_one_error_line(
+    failing_servers: tuple[FunctionServer, FunctionServer, str, Path],
+    local_bucket: LocalBucket,
+    server_index: int,
+    seconds_ago: float,
+    acknowledged: bool,
+) -> None:
+    """Deployed with --retry, a failing message would be retried for up to 7 days: past
+    CT_MAX_EVENT_AGE (from its publishTime) it is acknowledged (HTTP 2xx) with one ERROR line
+    naming it; a younger one is still raised (HTTP 500), to be redelivered."""
+    server = failing_servers[server_index]
+    message_id = f"m-age-{server_index}-{seconds_ago}"
+    envelope = pubsub_envelope(
+        encode(valid_message(local_bucket)), message_id, pubsub_time(seconds_ago)
+    )
+    status, _ = server.post_cloudevent(envelope)
+    [line] = lines_for(server, message_id)
+    if not acknowledged:
+        assert status == 500
+        assert "will be redelivered" in line["message"]
+        return
+    assert 200 <= status < 300
+    assert line["severity"] == "ERROR"
+    cap = 3600 if server_index == 0 else 60
+    published = "2.0 h" if seconds_ago == 2 * 3600 else "5 min"
+    reason = (
+        "Unreachable: cannot reach the Cloud Storage emulator at "
+        if server_index == 0
+        else "the function is misconfigured: the local backend needs CT_PIPELINE_ROOT"
+    )
+    assert line["message"].startswith(
+        f"gave up on message {message_id}, published {published} ago "
+        f"(CT_MAX_EVENT_AGE is {cap} s): {reason}"
+    ), line
+
+
+def test_without_publish_time_the_cloudevent_time_is_the_age(
+    failing_servers: tuple[FunctionServer, FunctionServer, str, Path], local_bucket: LocalBucket
+) -> None:
+    """A structured-mode CloudEvent whose data has no publishTime: its ``time`` counts."""
+    unreachable = failing_servers[0]
+    data = encode(valid_message(local_bucket))
+    old = post_structured(unreachable, pubsub_envelope(data, "m-ce-old", None), pubsub_time(7200))
+    fresh = post_structured(unreachable, pubsub_envelope(data, "m-ce-new", None), pubsub_time(5))
+    assert (old, fresh) == (200, 500)
+    [line] = lines_for(unreachable, "m-ce-old")
+    assert line["message"].startswith("gave up on message m-ce-old, published 2.0 h ago")
+
+
+def test_deliver_in_process_decides_by_age_and_acknowledges_what_cannot_succeed(
+    local_bucket: LocalBucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``deliver``, the body of on_message, with a clock: the age cap reads its own setting, so a
+    bad CT_MAX_EVENT_AGE (itself a misconfiguration) still stops at the default hour."""
+    fn = load_function()
+    envelope = pubsub_envelope(
+        encode(valid_message(local_bucket)), "m-clock", "2030-01-01T00:00:00.5Z"
+    )
+    published = fn.parse_time("2030-01-01T00:00:00.5Z")
+    bad = {"CT_BUCKET": local_bucket.bucket, "CT_BACKEND": "local", "CT_MAX_EVENT_AGE": "1h"}
+    with pytest.raises(fn.ConfigError, match="CT_MAX_EVENT_AGE must be 1 to 604800 seconds"):
+        fn.deliver(envelope, None, bad, clock=lambda: published + 3599)
+    assert fn.deliver(envelope, None, bad, clock=lambda: published + 3601) is None
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    assert [line["severity"] for line in lines] == ["ERROR", "ERROR"]
+    assert lines[1]["message"] == (
+        "gave up on message m-clock, published 60 min ago (CT_MAX_EVENT_AGE is 3600 s): the "
+        "function is misconfigured: CT_MAX_EVENT_AGE must be 1 to 604800 seconds, not '1h'"
+    )
+    # A malformed message is acknowledged at once, whatever its age.
+    rejected = pubsub_envelope(b"{", "m-bad", None)
+    assert fn.deliver(rejected, None, function_env(local_bucket, tmp_path)) is None
+    [line] = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    assert line["message"].startswith("rejected message m-bad: message data is not JSON")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2021-02-26T19:13:55.749Z", 1614366835.749),  # Eventarc's documented example
+        ("2021-02-26T19:13:55.749123456Z", 1614366835.749123456),
+        ("2021-02-26T19:13:55Z", 1614366835.0),
+        ("2021-02-26T21:13:55.5+02:00", 1614366835.5),
+        ("2021-02-26t19:13:55z", 1614366835.0),
+        ("2021-02-30T19:13:55Z", None),
+        ("2021-02-26T19:13:55", None),  # no zone: not RFC 3339
+        ("yesterday", None),
+        ("9" * 5000, None),
+        (1614366835, None),
+        (None, None),
+        ({"seconds": 1}, None),
+    ],
+)
+def test_publish_times_are_read_as_rfc_3339(text: object, expected: float | None) -> None:
+    fn = load_function()
+    parsed = fn.parse_time(text)
+    assert parsed == pytest.approx(expected) if expected is not None else parsed is None
 
 
 @pytest.mark.slow
@@ -481,6 +734,11 @@ def test_config_errors_are_clear() -> None:
         fn.Config.from_env({**local, "CT_LEDGER_URI": "ledger.json"})
     with pytest.raises(fn.ConfigError, match="CT_LEASE_SECONDS must be 5 to 86400 seconds"):
         fn.Config.from_env({**local, "CT_LEASE_SECONDS": "1"})
+    for bad in ("0", "604801", "1h", "-5", "9" * 5000, "\u0663"):
+        with pytest.raises(fn.ConfigError, match="CT_MAX_EVENT_AGE must be 1 to 604800 seconds"):
+            fn.Config.from_env({**local, "CT_MAX_EVENT_AGE": bad})
+    with pytest.raises(fn.ConfigError, match=r"CT_KFP_IAP_CLIENT_ID .* or CT_KFP_TOKEN .*not both"):
+        fn.Config.from_env({**local, "CT_KFP_IAP_CLIENT_ID": "x", "CT_KFP_TOKEN": "y"})
     with pytest.raises(
         fn.ConfigError,
         match=r"CT_DATA_PREFIX 'ct/' overlaps CT_STATE_PREFIX \(gs://bkt/ct/\): the function's",
@@ -506,3 +764,8 @@ def test_config_defaults_for_state_and_data() -> None:
     assert config.ledger_uri == "gs://bkt/ct/ledger/main/default.json"
     assert config.registry_uri("ct-1") == "gs://bkt/ct/runs/ct-1.json"
     assert (config.notification_bucket, config.lease_seconds) == ("bkt", 300)
+    assert config.max_event_age == 3600
+    assert fn.Config.from_env(
+        {"CT_BUCKET": "bkt", "CT_BACKEND": "local", "CT_PIPELINE_ROOT": "r",
+         "CT_MAX_EVENT_AGE": "604800"}
+    ).max_event_age == 604800  # fmt: skip
