@@ -43,9 +43,9 @@ _TEST_KEYS = {"command": "argv", "setup": "str", "image": "str"}
 _PIPELINE_KEYS = {"dir": "str", "compile": "argv", "params": "str"}
 _FUNCTION_KEYS = {
     "dir": "str", "name": "str", "entry_point": "str", "runtime": "str",
-    "service_account": "str", "env": "env", "memory": "str", "timeout": "str",
-    "max_instances": "int", "min_instances": "int", "ingress": "str", "vpc_connector": "str",
-    "egress": "str",
+    "service_account": "str", "trigger_service_account": "str", "env": "env",
+    "memory": "str", "timeout": "str", "max_instances": "int", "min_instances": "int",
+    "ingress": "str", "vpc_connector": "str", "egress": "str",
 }  # fmt: skip
 _BUILD_KEYS = {
     "machine_type": "str", "logging": "str", "logs_bucket": "str", "timeout": "str",

@@ -11,7 +11,8 @@ One service account per role, each with the least the documentation says it need
   pushes images, uploads artifacts, publishes the run request and deploys the function;
 - the **function** (``[function] service_account``, default ``ct-function``): the trigger
   function's runtime identity, which keeps the runs registry and starts Vertex AI runs;
-- the **trigger identity** (``ct-invoker``): what Eventarc calls the function as (the
+- the **trigger identity** (``[function] trigger_service_account``, default ``ct-invoker``):
+  what Eventarc calls the function as (the
   function refuses unauthenticated calls, so it needs Cloud Run Invoker);
 - the **pipeline** (``CT_SERVICE_ACCOUNT`` in ``[function] env``, default ``ct-pipeline``): the
   account Vertex AI runs the pipeline's steps as.
@@ -170,7 +171,7 @@ def cloud_values(rules: Rules) -> CloudValues:
     accounts = Accounts(
         build=account_email(rules.build.service_account or default("ct-build")),
         function=account_email(rules.function.service_account or default("ct-function")),
-        invoker=default("ct-invoker"),
+        invoker=account_email(rules.function.trigger_service_account or default("ct-invoker")),
         pipeline=env.get("CT_SERVICE_ACCOUNT") or default("ct-pipeline"),
     )
     bucket = str(project.bucket)
@@ -479,8 +480,9 @@ def setup_sections(values: CloudValues, github_repository: str) -> list[Section]
                 "granted on the project so that it holds before the first deploy; once the "
                 "function exists, `gcloud functions add-invoker-policy-binding` can grant it on "
                 "the function alone",
-                "the deploy names it with --trigger-service-account; a deploy without that flag "
-                "leaves Eventarc calling as the Compute Engine default service account",
+                "the deploy names it with --trigger-service-account ([function] "
+                "trigger_service_account); without that setting Eventarc calls as the Compute "
+                "Engine default service account",
             ),
             (_project_role(p, invoker, "roles/run.invoker"),),
         )
@@ -609,6 +611,8 @@ def setup_script(rules: Rules, github_repository: str, *, source: str) -> str:
         settings.append(f'#   [build]    service_account = "{accounts.build}"')
     if not rules.function.service_account:
         settings.append(f'#   [function] service_account = "{accounts.function}"')
+    if not rules.function.trigger_service_account:
+        settings.append(f'#   [function] trigger_service_account = "{accounts.invoker}"')
     if "CT_SERVICE_ACCOUNT" not in dict(rules.function.env):
         settings.append(
             f'#   [function] env = {{ CT_SERVICE_ACCOUNT = "{accounts.pipeline}", ... }}'

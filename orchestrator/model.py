@@ -173,6 +173,9 @@ class FunctionSettings:
     entry_point: str = "on_message"
     runtime: str = "python311"
     service_account: str | None = None
+    #: --trigger-service-account: what Eventarc calls the function as (it needs Cloud Run
+    #: Invoker); unset, Eventarc uses the Compute Engine default service account
+    trigger_service_account: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     memory: str = "512Mi"  # --memory: <number><k|M|G|Ki|Mi|Gi>, 128Mi to 32Gi
     timeout: str = "540s"  # --timeout: 1s to 540s

@@ -169,8 +169,8 @@ BROKEN: list[tuple[str, str, str]] = [
     # [function]: what `gcloud functions deploy` and Cloud Run accept (see orchestrator/config.py)
     ("function-unknown-key", FN + 'cpu = "1"\n',
      "rules.toml:3: [function.cpu] unknown key 'cpu' (allowed: dir, name, entry_point, runtime, "
-     "service_account, env, memory, timeout, max_instances, min_instances, ingress, "
-     "vpc_connector, egress)"),
+     "service_account, trigger_service_account, env, memory, timeout, max_instances, "
+     "min_instances, ingress, vpc_connector, egress)"),
     ("function-memory-no-unit", FN + 'memory = "512"\n', MEMORY_ERROR.format("'512'")),
     ("function-memory-unknown-unit", FN + 'memory = "1Ti"\n', MEMORY_ERROR.format("'1Ti'")),
     ("function-memory-below-128Mi", FN + 'memory = "64Mi"\n', MEMORY_ERROR.format("'64Mi'")),

@@ -380,6 +380,7 @@ ingress = "internal-and-gclb"
 vpc_connector = "projects/demo-project/locations/us-central1/connectors/ct-conn"
 egress = "all"
 service_account = "ct-trigger@demo-project.iam.gserviceaccount.com"
+trigger_service_account = "ct-invoker@demo-project.iam.gserviceaccount.com"
 """
 
 
@@ -395,6 +396,10 @@ def test_function_settings_become_their_gcloud_flags() -> None:
     )
     assert _flag(args, "--egress-settings") == "all"
     assert _flag(args, "--service-account") == "ct-trigger@demo-project.iam.gserviceaccount.com"
+    # the Eventarc trigger's identity, which holds Cloud Run Invoker (setup-gcp grants it)
+    assert _flag(args, "--trigger-service-account") == (
+        "ct-invoker@demo-project.iam.gserviceaccount.com"
+    )
     assert "--clear-vpc-connector" not in args
     assert args.index("--retry") > 0
 

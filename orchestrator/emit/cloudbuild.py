@@ -265,6 +265,10 @@ def deploy_function_args(rules: Rules, artifacts: Artifacts) -> list[str]:
     args += ["--set-env-vars", set_env_vars_value(env, rules)]
     if fn.service_account:
         args += ["--service-account", fn.service_account]
+    if fn.trigger_service_account:
+        # the Eventarc trigger's identity, which must hold Cloud Run Invoker since the function
+        # refuses unauthenticated calls (https://cloud.google.com/functions/docs/calling/eventarc)
+        args += ["--trigger-service-account", fn.trigger_service_account]
     return args
 
 
