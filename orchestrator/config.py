@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from orchestrator import toml_subset
 from orchestrator.errors import ConfigError
 from orchestrator.gitignore import compile_pattern
 from orchestrator.model import (
@@ -124,7 +125,7 @@ def load_rules(path: Path) -> Rules:
 def parse_rules(text: str, *, source: str = "rules.toml") -> Rules:
     """Validate the TOML ``text``; ``source`` names it in errors."""
     try:
-        data = tomllib.loads(text)
+        data = toml_subset.loads(text)  # tomllib for anything but the usual shape
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(str(exc))
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
