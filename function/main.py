@@ -1024,8 +1024,11 @@ def record_new_data(request: RunRequest, config: Config, environ: Mapping[str, s
         state.data_uri == request.message.data_uri
     ):
         # Notifications arrive in any order (no ordering on the trigger's subscription): an
-        # object's generations only grow, so a late one must not take the ledger back.
-        # https://cloud.google.com/storage/docs/metadata#generation-number
+        # object's generation number only grows ("a monotonically increasing integer that
+        # updates when the data associated with an object name changes":
+        # https://cloud.google.com/storage/docs/generations-preconditions), so a late one must
+        # not take the ledger back. Generations of different objects are unrelated
+        # (https://cloud.google.com/storage/docs/object-versioning): not compared.
         log(
             "INFO",
             f"the deploy ledger {config.ledger_uri} already has generation "

@@ -35,6 +35,9 @@ OPTIONAL_IMAGES = ("trainer",)
 #: ``Output`` (any other name reads as a missing pipeline input, so the condition is false and
 #: the register step is silently skipped). Both sets of components name the gate so.
 GATE_OUTPUT = "Output"
+#: The executor input placeholder: the launcher puts the task's executor input (JSON) there,
+#: including ``outputs.outputFile``, where a step reports its output artifacts' metadata.
+EXECUTOR_INPUT = "{{$}}"
 
 
 def load_defaults(path: Path = PARAMS_FILE) -> dict[str, Any]:
@@ -62,7 +65,7 @@ def container_components(images: Mapping[str, str], *, record_outputs: bool = Fa
     validator, evaluator = images["validator"], images["evaluator"]
     trainer = images.get("trainer", validator)
     bootstrap = BOOTSTRAP.read_text()
-    prefix = ["python3", "-c", RECORD_OUTPUTS.read_text(), "{{$}}"] if record_outputs else []
+    prefix = ["python3", "-c", RECORD_OUTPUTS.read_text(), EXECUTOR_INPUT] if record_outputs else []
 
     @dsl.container_component
     def validate_data(data_uri: str, num_classes: int, report: Output[Artifact]):  # type: ignore[no-untyped-def]
@@ -96,7 +99,10 @@ def container_components(images: Mapping[str, str], *, record_outputs: bool = Fa
             image=trainer,
             command=[*prefix, "python3", "-c", bootstrap],
             args=[
-                "--source-uri", source_uri, "--",
+                # The metrics file's scalars become the Metrics artifact's metadata, which is
+                # what Vertex AI and the Kubeflow UI show (fetch_and_train.py).
+                "--source-uri", source_uri, "--executor-input", EXECUTOR_INPUT,
+                "--log-metrics", metrics.path, "--",
                 "--data-uri", data_uri,
                 "--model-dir", model.path,
                 "--metrics-path", metrics.path,
@@ -212,8 +218,13 @@ def lightweight_components() -> Components:
              "--test-fraction", str(test_fraction), "--seed", str(seed)],
             check=True,
         )  # fmt: skip
+        # The same scalars the container step reports (this executor writes the metadata).
+        sys.path.insert(0, f"{code_dir}/pipeline")
+        from fetch_and_train import scalar_metrics
+
         with open(metrics.path) as f:
-            metrics.log_metric("accuracy", json.load(f)["accuracy"])
+            for name, value in scalar_metrics(json.load(f)).items():
+                metrics.log_metric(name, value)
 
     @dsl.component(base_image=LOCAL_BASE_IMAGE, packages_to_install=[], install_kfp_package=False)
     def evaluate(  # type: ignore[no-untyped-def]

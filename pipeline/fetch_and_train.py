@@ -1,22 +1,69 @@
 """Train step bootstrap: fetch the uploaded training source, unpack it and run it.
 
     python3 fetch_and_train.py --source-uri gs://bucket/source/<hash>/training_src.tar.gz \
-        [--workdir DIR] -- <arguments for python -m training_src>
+        [--workdir DIR] [--executor-input JSON --log-metrics FILE] \
+        -- <arguments for python -m training_src>
 
 Standard library only (google-cloud-storage only for real ``gs://`` reads), because the
 compiled pipeline inlines this file into the train step's command (``python3 -c``) and the
 local run executes it as a script. ``ORCHESTRATOR_LOCAL_BUCKET_ROOT=/dir`` maps ``gs://b/k`` to
-``/dir/b/k``; ``STORAGE_EMULATOR_HOST`` selects a storage emulator.
+``/dir/b/k``; ``STORAGE_EMULATOR_HOST`` selects a storage emulator. Inlined, it must never hold
+KFP's placeholder syntax (two opening braces): the launcher substitutes placeholders in the
+whole command, code included.
+
+With ``--executor-input`` (the executor input placeholder) and ``--log-metrics`` (the metrics
+file the training wrote, the ``metrics`` output artifact's path), a successful run also reports the
+file's scalar metrics as that artifact's metadata, in the executor output file the executor
+input names (``outputs.outputFile``). That metadata is what a ``system.Metrics`` artifact shows
+in Vertex AI Pipelines and the Kubeflow UI: what ``Metrics.log_metric`` writes in a Python
+component (``kfp.dsl.executor.Executor.write_executor_output``), and how Google's own container
+components report artifact metadata (``update_output_artifact`` in kubeflow/pipelines,
+``components/google-cloud/google_cloud_pipeline_components/container/utils/artifact_utils.py``).
 """
 
 import argparse
 import io
+import json
+import math
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+#: The train step's output artifact (``Output[Metrics]``) whose metadata carries the metrics.
+METRICS_OUTPUT = "metrics"
+
+
+def scalar_metrics(metrics):
+    """The top-level finite numbers of a metrics record (not booleans): what a Metrics
+    artifact can show as scalars. Nested records (per class, the confusion matrix) stay in
+    the artifact's file."""
+    return {
+        name: float(value)
+        for name, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+def write_executor_output(executor_input, metrics, output=METRICS_OUTPUT):
+    """Report ``metrics`` as the metadata of the output artifact ``output`` in the executor
+    output file; every other output artifact is reported as announced."""
+    outputs = json.loads(executor_input).get("outputs", {})
+    path = Path(outputs["outputFile"])
+    executor_output = {"artifacts": {}}
+    if path.is_file():  # whatever this step reported already stays
+        executor_output = json.loads(path.read_text() or "{}")
+        executor_output.setdefault("artifacts", {})
+    for name, announced in outputs.get("artifacts", {}).items():
+        artifacts = [dict(a) for a in announced.get("artifacts", [])]
+        if name == output and artifacts:
+            artifacts[0]["metadata"] = {**artifacts[0].get("metadata", {}), **metrics}
+        executor_output["artifacts"][name] = {"artifacts": artifacts}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(executor_output))
+    return path
 
 
 def read_bytes(uri):
@@ -53,8 +100,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="fetch_and_train")
     parser.add_argument("--source-uri", required=True)
     parser.add_argument("--workdir")
+    parser.add_argument("--executor-input", help="the executor input (JSON)")
+    parser.add_argument("--log-metrics", help="the metrics file to report with --executor-input")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if bool(args.executor_input) != bool(args.log_metrics):
+        parser.error("--executor-input and --log-metrics go together")
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     try:
         data = read_bytes(args.source_uri)
@@ -71,7 +122,12 @@ def main(argv=None):
         print(f"train: {args.source_uri} has no training_src/__main__.py", file=sys.stderr)
         return 2
     print(f"train: running training source from {args.source_uri}", flush=True)
-    return subprocess.run([sys.executable, "-m", "training_src", *rest], cwd=workdir).returncode
+    code = subprocess.run([sys.executable, "-m", "training_src", *rest], cwd=workdir).returncode
+    if code == 0 and args.executor_input:
+        metrics = scalar_metrics(json.loads(Path(args.log_metrics).read_text()))
+        written = write_executor_output(args.executor_input, metrics)
+        print(f"train: logged {', '.join(sorted(metrics))} to {written}", flush=True)
+    return code
 
 
 if __name__ == "__main__":

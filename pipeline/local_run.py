@@ -57,6 +57,9 @@ class LocalRunResult:
     gate: str | None = None
     error: str | None = None
     metrics_path: Path | None = None
+    #: The Metrics artifact's metadata (its ``log_metric`` scalars), as kfp.local read it back
+    #: from the train step's executor output: what Vertex AI shows for the run.
+    logged_metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 def run_pipeline_locally(
@@ -97,7 +100,8 @@ def run_pipeline_locally(
         task = pipeline(**parameters)
     except RuntimeError as error:  # kfp.local raises RuntimeError when a task fails
         return LocalRunResult(status="failed", error=str(error).strip().splitlines()[0])
-    metrics_path = Path(task.outputs["metrics"].path)
+    metrics_artifact = task.outputs["metrics"]
+    metrics_path = Path(metrics_artifact.path)
     if not metrics_path.is_file():
         # kfp.local's DockerRunner counts a container it could no longer inspect (auto-removed
         # on exit) as succeeded, so a failed step can go unreported: trust only the output.
@@ -108,6 +112,7 @@ def run_pipeline_locally(
         metrics=metrics,
         gate=str(task.outputs["gate"]),
         metrics_path=metrics_path,
+        logged_metrics=dict(metrics_artifact.metadata),
     )
 
 

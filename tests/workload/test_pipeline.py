@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -32,8 +33,48 @@ def test_spec_references_exactly_the_given_images(tmp_path: Path) -> None:
 
 
 def test_spec_runs_the_components_without_the_local_output_recorder(tmp_path: Path) -> None:
+    """record_outputs.py is for kfp.local only; only the train step reads the executor input
+    (``{{$}}``), to report its metrics."""
     compile_pipeline(FAKE_IMAGES, tmp_path / "spec.yaml")
-    assert "{{$}}" not in (tmp_path / "spec.yaml").read_text()
+    executors = yaml.safe_load((tmp_path / "spec.yaml").read_text())["deploymentSpec"]["executors"]
+    recorder = (REPO / "pipeline" / "record_outputs.py").read_text()
+    assert all(recorder not in e["container"]["command"] for e in executors.values())
+    assert {name for name, e in executors.items() if "{{$}}" in json.dumps(e["container"])} == {
+        "exec-train"
+    }
+
+
+def test_no_inlined_script_holds_placeholder_syntax(tmp_path: Path) -> None:
+    """The launchers substitute placeholders anywhere in a container's command: the scripts
+    inlined there (``python3 -c``) must hold none, or the executor input lands in the code."""
+    compile_pipeline(FAKE_IMAGES, tmp_path / "spec.yaml")
+    executors = yaml.safe_load((tmp_path / "spec.yaml").read_text())["deploymentSpec"]["executors"]
+    inlined = [arg for e in executors.values() for arg in e["container"]["command"][2:3]]
+    assert (REPO / "pipeline" / "fetch_and_train.py").read_text() in inlined
+    for script in ("fetch_and_train.py", "record_outputs.py"):
+        assert "{{" not in (REPO / "pipeline" / script).read_text(), script
+
+
+def test_the_train_step_outputs_a_system_metrics_artifact_it_logs_to(tmp_path: Path) -> None:
+    """What Vertex AI shows as a run's metrics: the ``system.Metrics`` output artifact of the
+    step that computes them, with the metrics as its metadata (written by the step into the
+    executor output file, ``--executor-input {{$}} --log-metrics <its path>``)."""
+    compile_pipeline(FAKE_IMAGES, tmp_path / "spec.yaml")
+    spec = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    outputs = spec["components"]["comp-train"]["outputDefinitions"]["artifacts"]
+    assert outputs["metrics"]["artifactType"] == {
+        "schemaTitle": "system.Metrics",
+        "schemaVersion": "0.0.1",
+    }
+    args = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["args"]
+    path = "{{$.outputs.artifacts['metrics'].path}}"
+    assert args[args.index("--executor-input") + 1] == "{{$}}"
+    assert args[args.index("--log-metrics") + 1] == path
+    assert args[args.index("--metrics-path") + 1] == path  # the file the training writes
+    assert args.index("--log-metrics") < args.index("--")  # the bootstrap's, not training's
+    # The pipeline's own output is that artifact, so a run lists it too.
+    root = spec["root"]["outputDefinitions"]["artifacts"]["metrics"]
+    assert root["artifactType"]["schemaTitle"] == "system.Metrics"
 
 
 def test_compiling_twice_gives_identical_bytes(tmp_path: Path) -> None:
@@ -103,6 +144,17 @@ def test_local_run_end_to_end(
     assert result.metrics["accuracy"] > 0.95
     assert result.gate == "pass"
     run_dir = next((tmp_path / "root").iterdir())
+    # The Metrics artifact carries the scalars as metadata (what Vertex AI shows per run) ...
+    executor_output = json.loads((run_dir / "train" / "executor_output.json").read_text())
+    [artifact] = executor_output["artifacts"]["metrics"]["artifacts"]
+    assert artifact["metadata"] == {
+        "accuracy": result.metrics["accuracy"],
+        "train_size": result.metrics["train_size"],
+        "test_size": result.metrics["test_size"],
+    }
+    assert result.logged_metrics == artifact["metadata"]  # as kfp.local read it back
+    # ... and its file stays the full record the local report and the evaluator read.
+    assert json.loads((run_dir / "train" / "metrics").read_text()) == dict(result.metrics)
     assert (run_dir / "train" / "model" / "model.pkl").is_file()
     assert (run_dir / "register" / "registered_model" / "registration.json").is_file()
 

@@ -37,6 +37,9 @@ def test_docker_run_end_to_end(
     assert result.status == "succeeded", result.error
     assert result.metrics["accuracy"] > 0.9
     assert result.gate == "pass"
+    # The compiled train step reported its metrics as the Metrics artifact's metadata, and
+    # record_outputs.py (kfp.local only) kept them.
+    assert result.logged_metrics["accuracy"] == result.metrics["accuracy"]
     run_dir = next((tmp_path / "root").iterdir())
     assert (run_dir / "train" / "model" / "model.pkl").is_file()
     registration = json.loads(

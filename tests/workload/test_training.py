@@ -102,3 +102,128 @@ def test_bootstrap_rejects_a_missing_source(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "cannot fetch gs://bkt/none.tar.gz" in result.stderr
+
+
+def _executor_input(tmp_path: Path) -> dict[str, object]:
+    """An executor input as the launcher hands it to ``{{$}}`` (Vertex AI and Kubeflow write
+    the output file under the pipeline root; here, a directory that does not exist yet)."""
+
+    def artifact(name: str, schema: str) -> dict[str, object]:
+        return {
+            "artifacts": [
+                {
+                    "name": f"projects/p/locations/l/metadataStores/default/artifacts/{name}",
+                    "type": {"schemaTitle": schema, "schemaVersion": "0.0.1"},
+                    "uri": f"gs://ct-root/run/train/{name}",
+                    "metadata": {},
+                }
+            ]
+        }
+
+    return {
+        "inputs": {"parameterValues": {"seed": 3}},
+        "outputs": {
+            "artifacts": {
+                "metrics": artifact("metrics", "system.Metrics"),
+                "model": artifact("model", "system.Model"),
+            },
+            "outputFile": str(tmp_path / "gcs" / "run" / "train" / "executor_output.json"),
+        },
+    }
+
+
+def test_the_bootstrap_reports_the_metrics_as_the_metrics_artifacts_metadata(
+    tmp_path: Path,
+) -> None:
+    """The compiled train step (a container component) passes ``{{$}}`` and its metrics path:
+    after training, the executor output file carries the scalar metrics as the metadata of the
+    ``system.Metrics`` output, which Vertex AI shows per run, and announces the model as is."""
+    (tmp_path / "root" / "bkt" / "src").mkdir(parents=True)
+    (tmp_path / "root" / "bkt" / "src" / "t.tar.gz").write_bytes(build_source_tarball())
+    executor_input = _executor_input(tmp_path)
+    metrics_path = tmp_path / "metrics"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / "fetch_and_train.py"),
+         "--source-uri", "gs://bkt/src/t.tar.gz",
+         "--executor-input", json.dumps(executor_input), "--log-metrics", str(metrics_path),
+         "--", "--model-dir", str(tmp_path / "model"), "--metrics-path", str(metrics_path),
+         "--hidden-units", "32", "--seed", "3", "--max-iter", "200"],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+        env={"PATH": "/usr/bin:/bin", "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path / "root")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(metrics_path.read_text())  # the file stays the full record
+    written = json.loads(Path(executor_input["outputs"]["outputFile"]).read_text())  # type: ignore[index]
+    announced = executor_input["outputs"]["artifacts"]  # type: ignore[index]
+    assert written == {
+        "artifacts": {
+            "metrics": {
+                "artifacts": [
+                    {
+                        **announced["metrics"]["artifacts"][0],
+                        "metadata": {
+                            "accuracy": metrics["accuracy"],
+                            "train_size": float(metrics["train_size"]),
+                            "test_size": float(metrics["test_size"]),
+                        },
+                    }
+                ]
+            },
+            "model": announced["model"],
+        }
+    }
+    assert metrics["accuracy"] > 0.9
+
+
+def test_the_bootstrap_logs_nothing_when_training_fails(tmp_path: Path) -> None:
+    (tmp_path / "root" / "bkt").mkdir(parents=True)
+    (tmp_path / "root" / "bkt" / "t.tar.gz").write_bytes(build_source_tarball())
+    executor_input = _executor_input(tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / "fetch_and_train.py"),
+         "--source-uri", "gs://bkt/t.tar.gz",
+         "--executor-input", json.dumps(executor_input), "--log-metrics", str(tmp_path / "m"),
+         "--", "--model-dir", str(tmp_path / "model"), "--metrics-path", str(tmp_path / "m"),
+         "--data-uri", str(tmp_path / "missing.csv")],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+        env={"PATH": "/usr/bin:/bin", "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path / "root")},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert not Path(executor_input["outputs"]["outputFile"]).exists()  # type: ignore[index]
+
+
+def test_scalar_metrics_are_the_finite_top_level_numbers() -> None:
+    sys.path.insert(0, str(REPO / "pipeline"))
+    from fetch_and_train import scalar_metrics
+
+    record = {
+        "accuracy": 0.97,
+        "train_size": 1347,
+        "converged": True,
+        "loss": float("nan"),
+        "per_class": {"0": {"f1": 1.0}},
+        "labels": [0, 1],
+        "name": "x",
+    }
+    assert scalar_metrics(record) == {"accuracy": 0.97, "train_size": 1347.0}
+
+
+def test_record_outputs_keeps_what_the_command_reported(tmp_path: Path) -> None:
+    """kfp.local's DockerRunner runs container steps under record_outputs.py, which announces
+    every output artifact afterwards: the metadata the train step wrote must survive it."""
+    executor_input = _executor_input(tmp_path)
+    output_file = Path(executor_input["outputs"]["outputFile"])  # type: ignore[index]
+    command = (
+        "import json, pathlib, sys; sys.path.insert(0, sys.argv[2]); "
+        "from fetch_and_train import write_executor_output; "
+        "write_executor_output(sys.argv[1], {'accuracy': 0.9})"
+    )
+    result = subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / "record_outputs.py"), json.dumps(executor_input),
+         sys.executable, "-c", command, json.dumps(executor_input), str(REPO / "pipeline")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    written = json.loads(output_file.read_text())
+    assert written["artifacts"]["metrics"]["artifacts"][0]["metadata"] == {"accuracy": 0.9}
+    assert written["artifacts"]["model"] == executor_input["outputs"]["artifacts"]["model"]  # type: ignore[index]
