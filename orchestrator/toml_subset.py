@@ -71,10 +71,17 @@ def _read(text: str) -> dict[str, Any]:
     implicit: set[tuple[str, ...]] = set()
     arrays: set[tuple[str, ...]] = set()
     for line in text.replace("\r\n", "\n").split("\n"):
-        if _BLANK.match(line):
+        first = line.lstrip(" \t")[:1]
+        if first == "[":
+            pass  # a header, below
+        elif not first or first == "#":
+            if not _BLANK.match(line):
+                raise _Outside  # a control character in a comment
             continue
-        assignment = _ASSIGNMENT.match(line)
-        if assignment:
+        else:
+            assignment = _ASSIGNMENT.match(line)
+            if assignment is None:
+                raise _Outside
             key = _key(assignment.group(1))
             if key in table:
                 raise _Outside
