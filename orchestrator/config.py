@@ -51,7 +51,7 @@ _FUNCTION_KEYS = {
 _BUILD_KEYS = {
     "machine_type": "str", "logging": "str", "logs_bucket": "str", "timeout": "str",
     "service_account": "str", "python_image": "str", "docker_image": "str",
-    "gcloud_image": "str", "install": "str",
+    "gcloud_image": "str", "install": "str", "secret_env": "env",
 }  # fmt: skip
 
 # `gcloud functions deploy --help` (https://cloud.google.com/sdk/gcloud/reference/functions/deploy):
@@ -95,6 +95,28 @@ SERVICE_ACCOUNT_LOGGING = ("CLOUD_LOGGING_ONLY", "NONE")
 _NO_BUCKET_LOGGING = ("CLOUD_LOGGING_ONLY", "STACKDRIVER_ONLY", "NONE")
 _LOGS_BUCKET = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s]*)?$")
 _PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic", "prefix")
+# [build] secret_env: NAME = "projects/<project>/secrets/<secret>/versions/<version>".
+# Cloud Build's availableSecrets.secretManager[].versionName is the "Resource name of the
+# SecretVersion. In format: projects/*/secrets/*/versions/*" (SecretManagerSecret,
+# https://cloud.google.com/build/docs/api/reference/rest/v1/projects.builds#secretmanagersecret).
+# A project is its id (6-30 lowercase letters, digits, hyphens; a legacy domain-scoped one is
+# "example.com:id") or its number; a secret id is "uppercase and lowercase letters, numerals,
+# hyphens, and underscores", at most 255 characters
+# (https://cloud.google.com/secret-manager/docs/creating-and-accessing-secrets); a version is
+# its number, "latest", or an alias: at most 63 letters, numerals, '-' and '_', starting with a
+# letter (Secret.versionAliases,
+# https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets).
+# gcloud's SECRET:VERSION shorthand (--set-secrets) is refused, naming the full form: the build
+# config, the Secret Manager console and this file then spell a secret the same way.
+SECRET_VERSION = re.compile(
+    r"^projects/(?P<project>(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]+)"
+    r"/secrets/(?P<secret>[A-Za-z0-9_-]{1,255})"
+    r"/versions/(?P<version>[1-9][0-9]*|[A-Za-z][A-Za-z0-9_-]{0,62})$"
+)
+_SECRET_SHORT_FORM = re.compile(r"^(projects/[^/]+/secrets/[^/:]+):([^/:]+)$")
+# A secret reaches its steps as an environment variable, and the Cloud Build test step reads
+# it back by name (bash's ${!NAME}): a portable shell variable name.
+_SECRET_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DATA_KEYS = {"prefix": "str", "bucket": "str"}
 _COMPONENT_KEYS = ("context", "dockerfile", "build_args")
 _RULE_KEYS = ("name", "paths", "do")
@@ -387,6 +409,7 @@ class _Validator:
         bucket = values.get("logs_bucket")
         if bucket is not None:
             if not _LOGS_BUCKET.match(bucket):
+        self._secret_env(values.get("secret_env", ()), header)
                 raise fail(
                     "logs_bucket",
                     f"{bucket!r} is not a bucket: write gs://<bucket> or gs://<bucket>/<path>",
@@ -424,6 +447,38 @@ class _Validator:
             raise self.fail(
                 f"'{value}' is not a policy; use one of: {', '.join(UNMATCHED_POLICIES)}",
                 key="unmatched.do",
+    def _secret_env(self, pairs: tuple[tuple[str, str], ...], header: int | None) -> None:
+        """Each NAME a variable name, each value a Secret Manager version's full name."""
+        table_header = self._header_line("[build.secret_env]")
+        for name, version in pairs:
+            line = (
+                self._key_line(name, table_header)
+                if table_header is not None
+                else self._key_line("secret_env", header)
+            )
+            if not _SECRET_ENV_NAME.match(name):
+                raise self.fail(
+                    f"{name!r} cannot be a secret's environment variable: write letters, digits "
+                    "and '_', not starting with a digit",
+                    key=f"build.secret_env.{name}",
+                    line=line,
+                )
+            if SECRET_VERSION.match(version):
+                continue
+            short = _SECRET_SHORT_FORM.match(version)
+            if short and SECRET_VERSION.match(f"{short.group(1)}/versions/{short.group(2)}"):
+                hint = (
+                    f"gcloud's SECRET:VERSION shorthand, which Cloud Build does not read: write "
+                    f"{short.group(1)}/versions/{short.group(2)}"
+                )
+            else:
+                hint = (
+                    "not a Secret Manager secret version: write "
+                    "projects/<project id or number>/secrets/<secret>/versions/<version> (a "
+                    "version number, latest, or an alias)"
+                )
+            raise self.fail(f"{version!r} is {hint}", key=f"build.secret_env.{name}", line=line)
+
                 line=self._key_line("do", header),
             )
         return value

@@ -209,6 +209,8 @@ def wildmatch(pattern: bytes, text: bytes) -> bool:
 
 def _trim_trailing_spaces(text: str) -> str:
     """git's ``trim_trailing_spaces``: drop unescaped trailing spaces (tabs stay)."""
+    if not text.endswith(" "):
+        return text
     last_space: int | None = None
     i = 0
     while i < len(text):

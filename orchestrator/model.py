@@ -200,6 +200,9 @@ class BuildSettings:
     gcloud_image: str = "gcr.io/google.com/cloudsdktool/cloud-sdk:slim"
     #: what the python steps pip-install to get this tool (inside the build's /workspace)
     install: str = ".[cloud,workload]"
+    #: secret environment variables, (NAME, Secret Manager version name) sorted by name: the
+    #: steps that run the repository's own commands get them (``orchestrator.secrets``)
+    secret_env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

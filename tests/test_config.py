@@ -215,7 +215,8 @@ BROKEN: list[tuple[str, str, str]] = [
     # [build]: Cloud Build's LoggingMode and its rule for a user-specified service account
     ("build-unknown-key", V1 + '[build]\nlogs = "x"\n',
      "rules.toml:3: [build.logs] unknown key 'logs' (allowed: machine_type, logging, logs_bucket, "
-     "timeout, service_account, python_image, docker_image, gcloud_image, install)"),
+     "timeout, service_account, python_image, docker_image, gcloud_image, install, "
+     "secret_env)"),
     ("build-logging-unknown", V1 + '[build]\nlogging = "CLOUD_LOGGING"\n',
      "rules.toml:3: [build.logging] 'CLOUD_LOGGING' is not a Cloud Build logging mode; use one "
      "of: LOGGING_UNSPECIFIED, LEGACY, GCS_ONLY, STACKDRIVER_ONLY, CLOUD_LOGGING_ONLY, NONE"),
