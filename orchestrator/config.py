@@ -399,6 +399,7 @@ class _Validator:
         def fail(key: str, message: str) -> ConfigError:
             return self.fail(message, key=f"build.{key}", line=self._key_line(key, header))
 
+        self._secret_env(values.get("secret_env", ()), header)
         logging = values.get("logging")
         if logging is not None and logging not in LOGGING_MODES:
             raise fail(
@@ -409,7 +410,6 @@ class _Validator:
         bucket = values.get("logs_bucket")
         if bucket is not None:
             if not _LOGS_BUCKET.match(bucket):
-        self._secret_env(values.get("secret_env", ()), header)
                 raise fail(
                     "logs_bucket",
                     f"{bucket!r} is not a bucket: write gs://<bucket> or gs://<bucket>/<path>",
