@@ -437,16 +437,6 @@ class _Validator:
             )
         return settings
 
-    def _unmatched(self, data: Mapping[str, Any]) -> UnmatchedPolicy:
-        table, header = self._table(data, "unmatched")
-        self._unknown_keys(table, ("do",), where="unmatched", header=header)
-        value = self._typed(table, "do", str, where="unmatched", header=header, what="a string")
-        if value is None:
-            return "all"
-        if value not in UNMATCHED_POLICIES:
-            raise self.fail(
-                f"'{value}' is not a policy; use one of: {', '.join(UNMATCHED_POLICIES)}",
-                key="unmatched.do",
     def _secret_env(self, pairs: tuple[tuple[str, str], ...], header: int | None) -> None:
         """Each NAME a variable name, each value a Secret Manager version's full name."""
         table_header = self._header_line("[build.secret_env]")
@@ -479,6 +469,16 @@ class _Validator:
                 )
             raise self.fail(f"{version!r} is {hint}", key=f"build.secret_env.{name}", line=line)
 
+    def _unmatched(self, data: Mapping[str, Any]) -> UnmatchedPolicy:
+        table, header = self._table(data, "unmatched")
+        self._unknown_keys(table, ("do",), where="unmatched", header=header)
+        value = self._typed(table, "do", str, where="unmatched", header=header, what="a string")
+        if value is None:
+            return "all"
+        if value not in UNMATCHED_POLICIES:
+            raise self.fail(
+                f"'{value}' is not a policy; use one of: {', '.join(UNMATCHED_POLICIES)}",
+                key="unmatched.do",
                 line=self._key_line("do", header),
             )
         return value
