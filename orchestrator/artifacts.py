@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.model import Rules
@@ -73,22 +73,62 @@ class Artifacts:
 
     @classmethod
     def from_json(cls, text: str) -> Artifacts:
-        try:
-            data: dict[str, Any] = json.loads(text)
-            return cls(
-                commit=str(data["commit"]),
-                ref=str(data["ref"]),
-                bucket=str(data["bucket"]),
-                images=tuple(sorted((str(k), str(v)) for k, v in data["images"].items())),
-                source_uri=str(data["source_uri"]),
-                spec_uri=str(data["spec_uri"]),
-                parameters=tuple(sorted(data["parameters"].items())),
-                function_input=str(data.get("function_input", "")),
-                data_uri=str(data.get("data_uri", "")),
-                data_version=str(data.get("data_version", "")),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InputError(f"the artifacts description is not valid: {exc}") from None
+        """``step --artifacts``: bounded, strict JSON (:mod:`orchestrator.bounded`) holding
+        exactly what :meth:`to_json` writes; InputError naming what is wrong otherwise."""
+        from orchestrator.bounded import MAX_ARTIFACTS_BYTES, load_json, shown
+
+        what = "the artifacts description (--artifacts)"
+        data = load_json(text, what, limit=MAX_ARTIFACTS_BYTES)
+
+        def fail(reason: str) -> InputError:
+            return InputError(f"{what} is not valid: {reason}")
+
+        if not isinstance(data, dict):
+            raise fail(f"expected a JSON object, not {_json_kind(data)}")
+        for key in ("commit", "ref", "bucket", "images", "source_uri", "spec_uri", "parameters"):
+            if key not in data:
+                raise fail(f"it has no {key!r}")
+        texts = {}
+        for key in sorted(_ARTIFACT_KEYS - {"images", "parameters"}):
+            value = data.get(key, "")
+            if not isinstance(value, str):
+                raise fail(f"{key!r} must be a string, not {_json_kind(value)}")
+            texts[key] = value
+        images, parameters = data["images"], data["parameters"]
+        if not isinstance(images, dict) or not all(isinstance(v, str) for v in images.values()):
+            raise fail("'images' must map component names to image references")
+        if not isinstance(parameters, dict):
+            raise fail(f"'parameters' must be a JSON object, not {_json_kind(parameters)}")
+        for name, value in parameters.items():
+            if not isinstance(value, str | int | float | bool) or _parameter_problem(value):
+                raise fail(
+                    f"parameter {shown(name, 60)} must be a string, a finite number or a "
+                    f"boolean, not {shown(value, 60)}"
+                )
+        return cls(
+            commit=texts["commit"],
+            ref=texts["ref"],
+            bucket=texts["bucket"],
+            images=tuple(sorted(images.items())),
+            source_uri=texts["source_uri"],
+            spec_uri=texts["spec_uri"],
+            parameters=tuple(sorted(parameters.items())),
+            function_input=texts["function_input"],
+            data_uri=texts["data_uri"],
+            data_version=texts["data_version"],
+        )
+
+
+_ARTIFACT_KEYS = frozenset(
+    {"commit", "ref", "bucket", "images", "source_uri", "spec_uri", "parameters",
+     "function_input", "data_uri", "data_version"}
+)  # fmt: skip
+
+
+def _json_kind(value: object) -> str:
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}  # fmt: skip
+    return kinds.get(type(value), type(value).__name__)
 
 
 def short_hash(*parts: str) -> str:
@@ -156,13 +196,20 @@ def _required(rules: Rules, key: str, value: str | None) -> str:
 
 
 def parse_parameters(text: str, *, source: str) -> dict[str, ParamValue]:
-    """The params file: a flat TOML table of scalar pipeline parameters."""
+    """The params file: a flat TOML table of scalar pipeline parameters, each one a message
+    can carry (``orchestrator.message``): finite numbers, 64-bit integers, text without NUL."""
     import tomllib
 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=source) from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ConfigError("invalid TOML: values are nested too deeply", file=source) from None
+    except ValueError:  # the interpreter's integer-conversion limit (an integer of 5000 digits)
+        raise ConfigError(
+            "invalid TOML: an integer has more digits than Python converts", file=source
+        ) from None
     params: dict[str, ParamValue] = {}
     for name, value in data.items():
         if not isinstance(value, str | int | float | bool):
@@ -172,5 +219,28 @@ def parse_parameters(text: str, *, source: str) -> dict[str, ParamValue]:
                 file=source,
                 key=name,
             )
+        problem = _parameter_problem(value) or (
+            "a parameter's name must not hold NUL" if "\0" in name else ""
+        )
+        if problem:
+            raise ConfigError(problem, file=source, key=name)
         params[name] = value
     return params
+
+
+#: "Arbitrary 64-bit signed integers (from -2^63 to 2^63-1) should be accepted and handled
+#: losslessly. If an integer cannot be represented losslessly, an error must be thrown."
+#: (https://toml.io/en/v1.0.0#integer); tomllib itself reads any size.
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _parameter_problem(value: ParamValue) -> str:
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        return "a pipeline parameter's integer must fit in 64 bits (TOML integers do)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"a pipeline parameter must be a finite number, not {value}"
+    if isinstance(value, str) and "\0" in value:
+        return "a pipeline parameter's text must not hold NUL"
+    return ""

@@ -22,11 +22,11 @@ Which commit to diff against is decided in :mod:`orchestrator.changes`, which ha
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from orchestrator.bounded import MAX_EVENT_PAYLOAD_BYTES, load_json, read_capped, shown
 from orchestrator.errors import InputError
 
 HintKind = Literal["github-push", "github-pull-request", "github-merge-group", "cloudbuild"]
@@ -82,25 +82,21 @@ def github_event_payload_path(env: Mapping[str, str]) -> str | None:
 
 
 def read_event_payload(path: str) -> dict[str, Any]:
-    """Load the GitHub event payload JSON file."""
+    """Load the GitHub event payload JSON file: at most 25 MB (what GitHub delivers), strict
+    and bounded JSON (:mod:`orchestrator.bounded`); InputError for anything else."""
+    hint = "check GITHUB_EVENT_PATH or pass --base."
     try:
-        with open(path, "rb") as f:
-            payload = json.load(f)
+        data = read_capped(path, MAX_EVENT_PAYLOAD_BYTES)
     except OSError as exc:
         raise InputError(
-            f"cannot read the GitHub event payload {path} ({exc.strerror}); "
-            "check GITHUB_EVENT_PATH or pass --base."
-        ) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"the GitHub event payload {path} is not valid JSON ({exc}); "
-            "check GITHUB_EVENT_PATH or pass --base."
-        ) from exc
+            f"cannot read the GitHub event payload {path} ({exc.strerror or exc}); {hint}"
+        ) from None
+    try:
+        payload = load_json(data, f"the GitHub event payload {path}", limit=MAX_EVENT_PAYLOAD_BYTES)
+    except InputError as exc:
+        raise InputError(f"{exc}; {hint}") from None
     if not isinstance(payload, dict):
-        raise InputError(
-            f"the GitHub event payload {path} is not a JSON object; "
-            "check GITHUB_EVENT_PATH or pass --base."
-        )
+        raise InputError(f"the GitHub event payload {path} is not a JSON object; {hint}")
     return payload
 
 
@@ -187,7 +183,7 @@ def _sha(payload: Mapping[str, Any], keys: tuple[str, ...], event: str) -> str:
         raise _invalid(event, ".".join(keys), "a commit sha")
     value = value.strip()
     if not all(c in "0123456789abcdefABCDEF" for c in value) or len(value) < 7:
-        raise _invalid(event, ".".join(keys), f"a commit sha, not '{value}'")
+        raise _invalid(event, ".".join(keys), f"a commit sha, not {shown(value)}")
     return value.lower()
 
 

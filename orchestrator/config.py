@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from orchestrator import toml_subset
+from orchestrator.bounded import MAX_RULES_BYTES, read_capped
 from orchestrator.errors import ConfigError
 from orchestrator.gitignore import compile_pattern
 from orchestrator.model import (
@@ -132,8 +133,8 @@ def load_rules(path: Path) -> Rules:
     line of its own, so line numbers in errors stay those of the file.
     """
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
+    try:  # bounded: --rules may name a device that never ends (/dev/zero)
+        text = read_capped(path, MAX_RULES_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(
             "file not found; create it (see the README's rules.toml reference) or pass --rules",
@@ -152,6 +153,15 @@ def parse_rules(text: str, *, source: str = "rules.toml") -> Rules:
         line = _toml_error_line(str(exc))
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(f"invalid TOML: {message}", file=source, line=line) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError("invalid TOML: values are nested too deeply", file=source) from None
+    except ValueError as exc:  # the interpreter's own limits: an integer of 5000 digits
+        reason = (
+            "an integer has more digits than Python converts (sys.get_int_max_str_digits())"
+            if "integer string conversion" in str(exc)
+            else str(exc)[:100]
+        )
+        raise ConfigError(f"invalid TOML: {reason}", file=source) from None
     return _Validator(text, source).rules(data)
 
 

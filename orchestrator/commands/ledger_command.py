@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from orchestrator import ledger
+from orchestrator.bounded import MAX_MESSAGE_FILE_BYTES, read_capped
 from orchestrator.changes import require_head
 from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
@@ -79,7 +80,7 @@ def run(
         raise InputError("ledger set takes exactly one of --commit REF or --file FILE")
     if file is not None:
         try:
-            state = decode_state(file.read_bytes(), source=str(file))
+            state = decode_state(read_capped(file, MAX_MESSAGE_FILE_BYTES), source=str(file))
         except OSError as exc:
             raise InputError(f"--file {file}: {exc.strerror or exc}") from None
         except StateError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from orchestrator import ledger, objects
 from orchestrator.artifacts import Artifacts, parse_parameters
+from orchestrator.bounded import MAX_MESSAGE_FILE_BYTES, read_capped
 from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, ConfigError, InputError
@@ -62,9 +63,11 @@ def run(
     parameters = dict(state.parameters)
     if params_file is not None:
         try:
-            text = params_file.read_text(encoding="utf-8")
+            text = read_capped(params_file, MAX_MESSAGE_FILE_BYTES).decode("utf-8")
         except OSError as exc:
             raise InputError(f"--params {params_file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"--params {params_file}: not UTF-8 (byte {exc.start})") from None
         parameters.update(parse_parameters(text, source=str(params_file)))
     data_uri, data_version = _data(data, state, services)
     artifacts = Artifacts(
@@ -152,5 +155,11 @@ def _data(data: str | None, deployed: DeployedState, services: Services) -> tupl
     path = Path(data).expanduser()
     if not path.is_file():
         raise InputError(f"--data {data}: no such file")
+    resolved = str(path.resolve())
+    if any(c < " " or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in resolved):
+        raise InputError(
+            f"--data {data}: a path that is not UTF-8 or holds control characters cannot "
+            "travel in a run request; rename the file"
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
-    return str(path.resolve()), f"sha256:{digest}"
+    return resolved, f"sha256:{digest}"
