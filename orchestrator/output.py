@@ -48,7 +48,7 @@ def undecodable(text: str, backslash: str = "\\") -> str:
     written ``\\xNN``, as Python's ``backslashreplace`` writes it, and any other lone
     surrogate ``\\uNNNN``: text every strict UTF-8 writer accepts. ``backslash`` is what
     stands for the backslash (``\\\\`` inside JSON text)."""
-    if not _LONE_SURROGATE.search(text):
+    if text.isascii() or not _LONE_SURROGATE.search(text):  # isascii: one fast pass in C
         return text
 
     def escape(match: re.Match[str]) -> str:
