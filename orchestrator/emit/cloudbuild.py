@@ -11,6 +11,13 @@ executor does, so both executors run the same steps.
 
 Every string a step carries is escaped for Cloud Build substitution (``$`` -> ``$$``): a path
 or value containing ``$`` reaches the step unchanged.
+
+Secrets (``[build] secret_env``) are named, never carried: the build lists each Secret Manager
+version under ``availableSecrets.secretManager`` and the steps that get them
+(``secrets.RECEIVES_SECRETS``) list their names in ``secretEnv``, so Cloud Build sets them in
+those steps' environment only. Cloud Build logs what a step prints as printed, so the test step
+masks each secret's value in its own output (:func:`mask_script`); the tool's steps redact
+theirs themselves.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from orchestrator.errors import ConfigError
 from orchestrator.ledger import Location
 from orchestrator.message import branch_of
 from orchestrator.model import Action, Plan, Rules
+from orchestrator.output import MIN_LINE_MASK, REDACTED
+from orchestrator.secrets import RECEIVES_SECRETS, needed
 
 WORKSPACE = "/workspace"
 VENV = f"{WORKSPACE}/.orchestrator/venv"
@@ -67,8 +76,10 @@ def emit_build(plan: Plan, rules: Rules, artifacts: Artifacts) -> dict[str, Any]
     steps: list[dict[str, Any]] = []
     if uses_tool or plan.action("deploy_function"):
         steps.append(_setup_step(rules, plan))
+    secret_names = needed(rules, plan)
     for action in plan.actions:
-        steps.append(_step(action, rules, artifacts, uses_setup=bool(steps and uses_tool)))
+        uses_setup = bool(steps and uses_tool)
+        steps.append(_step(action, rules, artifacts, uses_setup=uses_setup, secrets=secret_names))
 
     options: dict[str, Any] = {
         "logging": settings.logging,
@@ -88,6 +99,15 @@ def emit_build(plan: Plan, rules: Rules, artifacts: Artifacts) -> dict[str, Any]
         },
         "tags": _tags(plan, artifacts),
     }
+    if secret_names:
+        # "Secret environment variables must be unique across all of a build's secrets, and
+        # must be used by at least one build step" (SecretManagerSecret.env,
+        # https://cloud.google.com/build/docs/api/reference/rest/v1/projects.builds): listed
+        # only when a step that gets them is planned.
+        versions = dict(settings.secret_env)
+        build["availableSecrets"] = {
+            "secretManager": [{"versionName": versions[name], "env": name} for name in secret_names]
+        }
     if settings.service_account:
         build["serviceAccount"] = _service_account_name(rules, settings.service_account)
     return build
@@ -112,10 +132,16 @@ def _setup_step(rules: Rules, plan: Plan) -> dict[str, Any]:
 
 
 def _step(
-    action: Action, rules: Rules, artifacts: Artifacts, *, uses_setup: bool
+    action: Action,
+    rules: Rules,
+    artifacts: Artifacts,
+    *,
+    uses_setup: bool,
+    secrets: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     wait = list(action.needs)
     step: dict[str, Any]
+    gets_secrets = bool(secrets) and action.kind in RECEIVES_SECRETS
     if action.kind == "test":
         test = rules.test
         if test is None:  # the loader refuses a rule that says test without [test]
@@ -123,6 +149,8 @@ def _step(
         script = shlex.join(test.command)
         if test.setup:
             script = f"{test.setup} && {script}"
+        if gets_secrets:
+            script = mask_script(script, secrets)
         step = {
             "name": test.image,
             "entrypoint": "bash",
@@ -142,8 +170,62 @@ def _step(
         }
         if uses_setup:
             wait.append(SETUP_STEP)
+    if gets_secrets:
+        # names only: Cloud Build sets their values in this step's environment
+        step["secretEnv"] = list(secrets)
     step = {"id": action.id, **step, "waitFor": wait or ["-"]}
     return step
+
+
+def mask_script(script: str, names: tuple[str, ...]) -> str:
+    """``script`` with its output (stdout and stderr, merged) passed through a bash filter that
+    replaces each secret's value with the redaction marker, as ``output.Redactor`` does: the
+    value, and each stripped line of at least ``MIN_LINE_MASK`` characters of a value of
+    several lines, longest first. Bash alone, since the step's image may have nothing else.
+    ``${line//"$m"/***}`` replaces ``$m`` as a string, never as a pattern, because it is quoted
+    ("Any part of the pattern may be quoted to force the quoted portion to be matched as a
+    string", bash(1), Pattern Matching). The script's own exit status is the step's
+    (``pipefail``).
+    """
+    variables = " ".join(names)  # validated variable names: nothing to quote
+    return "\n".join(
+        [
+            # keep the masks longest first: a value is masked whole before any line of it
+            "ct_masks=()",
+            "ct_add() {",
+            "  local i=${#ct_masks[@]}",
+            '  ct_masks+=("$1")',
+            "  while (( i > 0 )) && (( ${#ct_masks[i-1]} < ${#1} )); do",
+            '    ct_masks[i]="${ct_masks[i-1]}"',
+            "    i=$((i - 1))",
+            "  done",
+            '  ct_masks[i]="$1"',
+            "}",
+            f"for ct_name in {variables}; do",
+            '  ct_value="${!ct_name}"',
+            '  if [ -n "$ct_value" ]; then ct_add "$ct_value"; fi',
+            "  if [[ \"$ct_value\" == *$'\\n'* ]]; then",
+            "    while IFS= read -r ct_line; do",
+            '      ct_line="${ct_line#"${ct_line%%[![:space:]]*}"}"',
+            '      ct_line="${ct_line%"${ct_line##*[![:space:]]}"}"',
+            f'      if [ "${{#ct_line}}" -ge {MIN_LINE_MASK} ]; then ct_add "$ct_line"; fi',
+            '    done <<< "$ct_value"',
+            "  fi",
+            "done",
+            "ct_mask() {",
+            "  local ct_line ct_m",
+            '  while IFS= read -r ct_line || [ -n "$ct_line" ]; do',
+            '    for ct_m in "${ct_masks[@]}"; do',
+            # the marker holds neither '&' nor '\\', which a bash replacement string treats
+            # specially
+            f'      ct_line="${{ct_line//"$ct_m"/{REDACTED}}}"',
+            "    done",
+            "    printf '%s\\n' \"$ct_line\"",
+            "  done",
+            "}",
+            f"{{ {script}\n}} 2>&1 | ct_mask",
+        ]
+    )
 
 
 def tool_step_args(action_id: str, rules: Rules, artifacts: Artifacts) -> list[str]:
