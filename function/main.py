@@ -44,6 +44,9 @@ Configuration (environment variables):
 ``CT_KFP_TOKEN``           a bearer token for ``CT_KFP_HOST`` (kfp; e.g. from Secret Manager with
                            ``--set-secrets``); not together with ``CT_KFP_IAP_CLIENT_ID``
 ``CT_KFP_NAMESPACE``       the Kubeflow profile namespace of multi-user Kubeflow (kfp)
+``CT_ALLOW_LOCAL_DATA``    ``true``: a message's ``data_uri`` may be an absolute local path
+                           (local backend). The orchestrator sets it when it hands a run to
+                           the function in process; a served function never reads local paths
 ========================= =================================================================
 
 Storage goes through ``objects.py``: ``ORCHESTRATOR_LOCAL_BUCKET_ROOT=/dir`` reads ``gs://b/k``
@@ -96,7 +99,14 @@ gs://<bucket>/<objectId>``, ``data_version = objectGeneration``, ``reason = "dat
 ``request_id`` derived from bucket, object and generation; the registry makes a notification
 delivered twice one run.
 
-Outcomes, one JSON log line each (``severity``, ``message``, ``message_id``):
+What a message names is checked before anything is read: the spec and the training source
+must be ``gs://<CT_BUCKET>/<key>`` with a clean key (no ``..``, ``.`` or empty segment, no
+leading ``/``, backslash or NUL), data a clean ``gs://`` URI (or, with
+``CT_ALLOW_LOCAL_DATA``, a local path), so that no message reaches outside the bucket on any
+backend, and a rejection never depends on whether some host path exists.
+
+Outcomes, one JSON log line each (``severity``, ``message``, ``message_id``; the message text
+is one line: control characters a message brought in are escaped, ``\\n``):
 
 - ``ERROR rejected message <id>: <reason>``: malformed or permanently unusable (bad base64 or
   JSON, unknown schema, bad sha, a spec outside the bucket or missing or not a pipeline,
@@ -216,6 +226,7 @@ class Config:
     kfp_namespace: str | None = None
     kfp_iap_client_id: str | None = None
     kfp_token: str | None = field(default=None, repr=False)
+    allow_local_data: bool = False
 
     @property
     def notification_bucket(self) -> str:
@@ -282,6 +293,7 @@ class Config:
             kfp_namespace=env.get("CT_KFP_NAMESPACE") or None,
             kfp_iap_client_id=env.get("CT_KFP_IAP_CLIENT_ID") or None,
             kfp_token=env.get("CT_KFP_TOKEN") or None,
+            allow_local_data=env.get("CT_ALLOW_LOCAL_DATA", "").lower() in ("1", "true", "yes"),
         )
         if backend == "vertex" and not (config.project and config.pipeline_root):
             raise ConfigError("the vertex backend needs CT_PROJECT and CT_PIPELINE_ROOT")
@@ -407,20 +419,21 @@ def job_id_for(run_id: str, attempt: int) -> str:
     return run_id if attempt <= 1 else f"{run_id}-a{attempt}"
 
 
-def spec_inputs(spec_bytes: bytes) -> dict[str, dict[str, Any]]:
-    """The compiled spec's root ``inputDefinitions.parameters``."""
+def spec_inputs(spec_bytes: bytes, uri: str = "") -> dict[str, dict[str, Any]]:
+    """The compiled spec's root ``inputDefinitions.parameters``; ``uri`` names it in errors."""
     import yaml
 
+    what = f"the pipeline spec {uri}" if uri else "the pipeline spec"
     try:
         spec = yaml.safe_load(spec_bytes)
         parameters = spec["root"]["inputDefinitions"]["parameters"]
     except (yaml.YAMLError, KeyError, TypeError, ValueError, RecursionError) as error:
-        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        text = _first_line(str(error))[:200]
         raise MessageError(
-            f"the pipeline spec is not a compiled KFP pipeline ({type(error).__name__}: {text})"
+            f"{what} is not a compiled KFP pipeline ({type(error).__name__}: {text})"
         ) from None
     if not isinstance(parameters, dict):
-        raise MessageError("the pipeline spec has no root input parameters")
+        raise MessageError(f"{what} has no root input parameters")
     return parameters
 
 
@@ -481,18 +494,25 @@ def prepare_message(
             raise MessageError(
                 f"the {name} {uri} is outside the configured bucket gs://{config.bucket}"
             )
-    if msg.data_uri.startswith("/"):
+    data_uri = msg.data_uri or str(msg.parameters.get("data_uri", ""))  # schema 1: a parameter
+    if data_uri.startswith("/"):
         if config.backend != "local":
             raise MessageError(
-                f"the data {msg.data_uri} is a local path, which only the local backend can read"
+                f"the data {data_uri} is a local path, which only the local backend can read"
             )
-        if not Path(msg.data_uri).is_file():
-            raise MessageError(f"the data {msg.data_uri} does not exist")
+        if not config.allow_local_data:
+            # Decided before the disk is looked at: the answer never tells whether it exists.
+            raise MessageError(
+                f"the data {data_uri} is a local path, which the function reads only when the "
+                "orchestrator hands it the run in process (CT_ALLOW_LOCAL_DATA)"
+            )
+        if not Path(data_uri).is_file():
+            raise MessageError(f"the data {data_uri} does not exist")
     stored = objects.read(msg.pipeline_spec_uri, env)
     if stored is None:
         raise MessageError(f"the pipeline spec {msg.pipeline_spec_uri} does not exist")
     spec_bytes = stored.data
-    inputs = spec_inputs(spec_bytes)
+    inputs = spec_inputs(spec_bytes, msg.pipeline_spec_uri)
     values: dict[str, Any] = dict(msg.parameters)
     values["source_uri"] = msg.source_uri
     if msg.data_uri:
@@ -686,7 +706,9 @@ def claim(
             try:
                 entry = RegistryEntry.from_bytes(stored.data)
             except MessageError as error:
-                decision = Decision(True, 1, f"replaced an unreadable registry entry: {error}")
+                decision = Decision(
+                    True, 1, f"replaced the unreadable registry entry {uri}: {error}"
+                )
             else:
                 decision = decide(entry, msg, clock())
         if not decision.claim and entry is not None:
@@ -1075,10 +1097,20 @@ _LOG_LOCK = threading.Lock()
 def log(severity: str, text: str, **fields: Any) -> None:
     """One JSON line: Cloud Logging reads ``severity`` and ``message``. Written whole, in one
     call under a lock: concurrent deliveries (threads) never interleave their lines."""
-    line = json.dumps({"severity": severity, "message": text, **fields}) + "\n"
+    line = json.dumps({"severity": severity, "message": one_line(text), **fields}) + "\n"
     with _LOG_LOCK:
         sys.stderr.write(line)
         sys.stderr.flush()
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with the control characters a message, key or value brought in (a newline in
+    a parameter name, an escape sequence) escaped as a Python string literal writes them
+    (``\\n``, ``\\x1b``): each log entry's message is one line, whatever it quotes."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def _first_line(text: str) -> str:

@@ -372,6 +372,8 @@ def decode(data: bytes, attributes: Mapping[str, str] | None = None) -> PublishM
             raise MessageError(f"field {name!r}: {error}") from None
     images = _images(raw["images"], fail)
     parameters = _parameters(raw["parameters"], fail, allow_data_uri=schema == 1)
+    if "data_uri" in parameters:  # schema 1 carried the data as a parameter: the same rule
+        _data_uri(parameters["data_uri"], fail, "parameter 'data_uri'")
 
     actions_raw = raw["actions"]
     if not isinstance(actions_raw, list):
@@ -724,14 +726,14 @@ def _data_version(value: object, fail: _Fail) -> str:
     return value
 
 
-def _data_uri(value: object, fail: _Fail) -> str:
+def _data_uri(value: object, fail: _Fail, name: str = "field 'data_uri'") -> str:
     if value == "":
         return ""
     if isinstance(value, str) and value.startswith("gs://"):
         try:
             parse_gs_uri(value)
         except MessageError as error:
-            fail(f"field 'data_uri': {error}")
+            fail(f"{name}: {error}")
         return value
     if (
         isinstance(value, str)
@@ -741,7 +743,7 @@ def _data_uri(value: object, fail: _Fail) -> str:
     ):
         return value
     fail(
-        "field 'data_uri' must be '', a gs://<bucket>/<key> URI or an absolute local path, "
+        f"{name} must be '', a gs://<bucket>/<key> URI or an absolute local path, "
         f"not {_show(value)}"
     )
 

@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -66,10 +67,22 @@ def write_executor_output(executor_input, metrics, output=METRICS_OUTPUT):
     return path
 
 
+def split_gs_uri(uri):
+    """``gs://bucket/key`` -> ``(bucket, key)``. A key that is not a clean relative name (a
+    ``..``, ``.`` or empty segment, a leading ``/``, a backslash or NUL) is refused: with a
+    local directory bucket it would reach outside the bucket (``orchestrator/objects.py``)."""
+    bucket, _, key = uri[len("gs://") :].partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]+[a-z0-9]", bucket) or len(bucket) > 222 or not key:
+        raise ValueError(f"{uri!r} is not a gs://<bucket>/<key> URI")
+    if "\\" in key or "\0" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"{uri!r} is not a gs://<bucket>/<key> URI with a clean key")
+    return bucket, key
+
+
 def read_bytes(uri):
     if not uri.startswith("gs://"):
         return Path(uri).read_bytes()
-    bucket, _, key = uri[len("gs://") :].partition("/")
+    bucket, key = split_gs_uri(uri)
     if os.environ.get("ORCHESTRATOR_LOCAL_BUCKET_ROOT"):
         return (Path(os.environ["ORCHESTRATOR_LOCAL_BUCKET_ROOT"]) / bucket / key).read_bytes()
     from google.cloud import storage
@@ -109,7 +122,7 @@ def main(argv=None):
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     try:
         data = read_bytes(args.source_uri)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         print(f"train: cannot fetch {args.source_uri}: {error}", file=sys.stderr)
         return 2
     workdir = args.workdir or tempfile.mkdtemp(prefix="training_src-")

@@ -8,16 +8,25 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 LOCAL_ROOT_ENV = "ORCHESTRATOR_LOCAL_BUCKET_ROOT"
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+
+
 def split_gs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/key`` -> ``(bucket, key)``. A key that is not a clean relative name (a
+    ``..``, ``.`` or empty segment, a leading ``/``, a backslash or NUL) is refused: with a
+    local directory bucket it would reach outside the bucket (``orchestrator/objects.py``)."""
     bucket, _, key = uri.removeprefix("gs://").partition("/")
-    if not uri.startswith("gs://") or not bucket or not key:
+    if not uri.startswith("gs://") or not _BUCKET.fullmatch(bucket) or not key:
         raise ValueError(f"{uri!r} is not a gs://<bucket>/<key> URI")
+    if "\\" in key or "\0" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"{uri!r} is not a gs://<bucket>/<key> URI with a clean key")
     return bucket, key
 
 

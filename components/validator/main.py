@@ -22,16 +22,31 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/key`` -> ``(bucket, key)``. A key that is not a clean relative name (a
+    ``..``, ``.`` or empty segment, a leading ``/``, a backslash or NUL) is refused: with a
+    local directory bucket it would reach outside the bucket (``orchestrator/objects.py``)."""
+    bucket, _, key = uri[len("gs://") :].partition("/")
+    if not _BUCKET.fullmatch(bucket) or not key:
+        raise ValueError(f"{uri!r} is not a gs://<bucket>/<key> URI")
+    if "\\" in key or "\0" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"{uri!r} is not a gs://<bucket>/<key> URI with a clean key")
+    return bucket, key
+
 
 def read_bytes(uri: str) -> bytes:
     if not uri.startswith("gs://"):
         return Path(uri).read_bytes()
-    bucket, _, key = uri[len("gs://") :].partition("/")
+    bucket, key = split_gs_uri(uri)
     if os.environ.get("ORCHESTRATOR_LOCAL_BUCKET_ROOT"):
         return (Path(os.environ["ORCHESTRATOR_LOCAL_BUCKET_ROOT"]) / bucket / key).read_bytes()
     from google.cloud import storage

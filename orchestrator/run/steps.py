@@ -339,6 +339,7 @@ def _run_in_process(
             "CT_BACKEND": "local",
             "CT_PIPELINE_ROOT": str(pipeline_root),
             "CT_STATE_PREFIX": ctx.rules.project.prefix,
+            "CT_ALLOW_LOCAL_DATA": "true",  # trigger --data FILE, on this machine
         }
     )
     ctx.log("running the pipeline locally (function/main.py, local backend)")

@@ -194,13 +194,14 @@ def _malformed(bucket: LocalBucket) -> list[tuple[str, bytes | str, bool, str]]:
             "not-a-pipeline",
             encode(valid_message(bucket, pipeline_spec_uri=bucket.source_uri)),
             False,
-            "the pipeline spec is not a compiled KFP pipeline",
+            f"the pipeline spec {bucket.source_uri} is not a compiled KFP pipeline",
         ),
         (
             "local-data-missing",
             encode(valid_message(bucket, data_uri="/nonexistent/new.csv")),
             False,
-            "the data /nonexistent/new.csv does not exist",
+            "the data /nonexistent/new.csv is a local path, which the function reads only "
+            "when the orchestrator hands it the run in process (CT_ALLOW_LOCAL_DATA)",
         ),
         (
             "sha",

@@ -329,7 +329,9 @@ def test_an_unreadable_entry_is_replaced(
     objects.write(store.entry_uri(run_id), content, store.env, if_generation=None)
     result = deliver(fn, store, data)
     assert result.status == "succeeded"
-    assert result.note.startswith("replaced an unreadable registry entry: the registry entry ")
+    assert result.note.startswith(
+        f"replaced the unreadable registry entry {store.entry_uri(run_id)}: the registry entry "
+    )
     assert store.entry(run_id)["status"] == "succeeded"
 
 
