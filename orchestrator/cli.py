@@ -10,6 +10,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, NoReturn, cast
 
@@ -24,7 +25,7 @@ from orchestrator.errors import (
     OrchestratorError,
 )
 from orchestrator.objects import BadUri, ObjectError
-from orchestrator.output import SafeStream, error_line
+from orchestrator.output import RedactingStream, Redactor, SafeStream, error_line
 from orchestrator.workflow import Target
 
 FORMATS = ("table", "json", "markdown", "github")
@@ -186,10 +187,14 @@ def main(
     stderr: IO[str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    io = CommandIO(  # every byte written is valid in the stream's encoding (SafeStream)
-        stdout=cast(IO[str], SafeStream(stdout or sys.stdout)),
-        stderr=cast(IO[str], SafeStream(stderr or sys.stderr)),
+    # every byte written is valid in the stream's encoding (SafeStream), and no secret value a
+    # command learned is written at all (RedactingStream)
+    redactor = Redactor()
+    io = CommandIO(
+        stdout=cast(IO[str], RedactingStream(SafeStream(stdout or sys.stdout), redactor)),
+        stderr=cast(IO[str], RedactingStream(SafeStream(stderr or sys.stderr), redactor)),
         env=os.environ if env is None else env,
+        redactor=redactor,
     )
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
@@ -204,12 +209,12 @@ def main(
     except OrchestratorError as exc:
         if debug:
             _traceback(io)
-        io.stderr.write(error_line(str(exc)))
+        io.stderr.write(error_line(redactor.redact(str(exc))))
         return exc.exit_code
     except ObjectError as exc:  # the bucket layer is shared with the function: no exit codes
         if debug:
             _traceback(io)
-        io.stderr.write(error_line(str(exc)))
+        io.stderr.write(error_line(redactor.redact(str(exc))))
         return EXIT_BAD_INPUT if isinstance(exc, BadUri) else EXIT_STEP_FAILED
     except KeyboardInterrupt:
         io.stderr.write(error_line("interrupted"))
@@ -219,8 +224,10 @@ def main(
             _traceback(io)
         io.stderr.write(
             error_line(
-                f"internal error: {type(exc).__name__}: {exc} "
-                "(rerun with --debug for the traceback, and please report it)"
+                redactor.redact(
+                    f"internal error: {type(exc).__name__}: {exc} "
+                    "(rerun with --debug for the traceback, and please report it)"
+                )
             )
         )
         return EXIT_INTERNAL
@@ -272,7 +279,7 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
         flags = {"ORCHESTRATOR_PROJECT": args.project, "ORCHESTRATOR_REGION": args.region}
         if any(flags.values()):
             env = {**io.env, **{var: value for var, value in flags.items() if value}}
-            io = CommandIO(stdout=io.stdout, stderr=io.stderr, env=env)
+            io = replace(io, env=env)
         if services_choice is None:
             services_choice = "auto" if args.executor == "cloudbuild" else "local"
         return run_command.run(target, args.executor, args.format, io, services_choice)

@@ -3,6 +3,7 @@ steps of a plan need them. Pure: literals only."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -207,3 +208,41 @@ def test_an_empty_redactor_changes_nothing() -> None:
     assert not redactor
     assert redactor.redact("a***b") == "a***b"
     assert redactor.redact_data({"a": 1}) == {"a": 1}
+
+
+# -- the executor and the report ---------------------------------------------------------
+
+
+def test_every_step_message_is_redacted_before_it_is_shown_or_reported() -> None:
+    from orchestrator.errors import StepFailed
+    from orchestrator.run.local import PlainProgress, execute
+    from orchestrator.run.report import PipelineRun, RunReport
+    from orchestrator.run.steps import StepOutcome
+
+    redactor = Redactor([MULTILINE, REGEX])
+
+    def run_step(action: Action) -> StepOutcome:
+        if action.kind == "test":
+            raise StepFailed(f"the tests printed {MULTILINE}")
+        return StepOutcome(message=f"done with {REGEX}")
+
+    shown = io.StringIO()
+    report = execute(
+        _plan("test", "upload_source"),
+        run_step,
+        progress=PlainProgress(shown),
+        redact=redactor.redact,
+    )
+    assert [s.message for s in report.steps] == [
+        f"the tests printed {REDACTED}",
+        f"done with {REDACTED}",
+    ]
+    assert MULTILINE not in shown.getvalue() and REGEX not in shown.getvalue()
+
+    published = RunReport(
+        status="succeeded",
+        published={"parameters": {"note": REGEX}},
+        pipeline_run=PipelineRun(status="failed", run_id=f"run {REGEX}"),
+    ).redacted(redactor)
+    assert REGEX not in published.to_json()
+    assert published.to_dict()["published"] == {"parameters": {"note": REDACTED}}

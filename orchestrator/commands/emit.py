@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator import secrets
 from orchestrator.commands.io import CommandIO
 from orchestrator.emit import yaml_text
 from orchestrator.emit.cloudbuild import emit_build
@@ -26,6 +27,7 @@ NOTHING_TO_EMIT = "nothing to do: the plan has no actions, so no build was emitt
 
 def run(target: Target, output: Path | None, io: CommandIO, services: str | None = None) -> int:
     prepared = prepare(target, io.env, Services.resolve(target.repo, io.env, services))
+    io.redactor.add(secrets.values(prepared.rules, io.env))  # the config names them only
     build = build_config(prepared)
     plan = prepared.plan
     if build is None:

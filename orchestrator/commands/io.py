@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
+
+from orchestrator.output import Redactor
 
 
 @dataclass(frozen=True)
@@ -12,3 +14,6 @@ class CommandIO:
     stdout: IO[str]
     stderr: IO[str]
     env: Mapping[str, str]
+    #: the secret values never to show; ``main`` passes both streams and every error through
+    #: it, and a command adds the values of the secrets its rules.toml declares
+    redactor: Redactor = field(default_factory=Redactor)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from orchestrator import render
+from orchestrator import render, secrets
 from orchestrator.commands.io import CommandIO
 from orchestrator.errors import EXIT_OK, ConfigError, InputError
 from orchestrator.model import Plan
@@ -29,6 +29,7 @@ def run(
     """The finished plan (``workflow.prepare``): what ``run`` with the same ``--services``
     would execute."""
     prepared = prepare(target, io.env, Services.resolve(target.repo, io.env, services))
+    io.redactor.add(secrets.values(prepared.rules, io.env))  # never shown, even in a plan
     show(prepared.plan, fmt, io, all_paths=all_paths)
     if show_config and fmt in ("table", "markdown"):
         _show_config(prepared, fmt, io)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from orchestrator import secrets
 from orchestrator.commands.io import CommandIO
 from orchestrator.commands.plan import show as show_plan
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, InputError
@@ -25,15 +26,18 @@ def run(target: Target, executor: str, fmt: str, io: CommandIO, services: str) -
     if fmt not in ("table", "json"):
         raise InputError(f"run prints --format table or json, not {fmt}")
     prepared = prepare(target, io.env, Services.resolve(target.repo, io.env, services))
+    # nothing from here on shows a declared secret's value: not the plan, a step's line, the
+    # report or an error (the executors redact at the source too: a value may span lines)
+    io.redactor.add(secrets.values(prepared.rules, io.env))
     # Progress goes to stderr when stdout carries the JSON report.
     stream = io.stderr if fmt == "json" else io.stdout
     if fmt == "table":  # what is about to happen, and why, before it happens
-        show_plan(prepared.plan, "table", CommandIO(stdout=stream, stderr=io.stderr, env=io.env))
+        show_plan(prepared.plan, "table", replace(io, stdout=stream))
     if prepared.plan.has_work:
         report = EXECUTORS[executor].execute(prepared, stream, io.env)
     else:
         report = RunReport(status="nothing-to-do")
-    report = replace(report, existing=prepared.plan.existing)
+    report = replace(report, existing=prepared.plan.existing).redacted(io.redactor)
     from orchestrator.deploying import record_deploy
 
     recorded = record_deploy(prepared, report)

@@ -9,6 +9,7 @@ GCS, or the emulator / a directory bucket when their variables are set.
 
 from __future__ import annotations
 
+from orchestrator import secrets
 from orchestrator.artifacts import Artifacts
 from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
@@ -22,6 +23,8 @@ def run(target: Target, action_id: str, artifacts_json: str, io: CommandIO) -> i
     action = steps.action_from_id(action_id)
     artifacts = Artifacts.from_json(artifacts_json)
     rules = with_overrides(load_rules(target.rules_path), io.env)
+    # a Cloud Build step's log must not show the secrets its secretEnv gave it
+    io.redactor.add(secrets.values(rules, io.env))
 
     def log(line: str) -> None:
         io.stdout.write(f"[{action_id}] {line}\n")
@@ -35,6 +38,7 @@ def run(target: Target, action_id: str, artifacts_json: str, io: CommandIO) -> i
         publish_mode="pubsub",
         plan=_plan_for_summaries(target, artifacts, io) if action.kind == "publish" else None,
         log=log,
+        redact=io.redactor.redact,
     )
     outcome = steps.run_step(action, ctx)
     if outcome.error:

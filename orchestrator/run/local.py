@@ -9,6 +9,11 @@ starts only after every other action has finished, and never after a failure.
 (``orchestrator.services``): by default the directory bucket ``<repo>/.orchestrator/bucket``,
 and a ``publish`` that hands the message to ``function/main.py`` in this process, which runs
 the pipeline with kfp.local.
+
+Secrets (``[build] secret_env``) come from this process's environment: a run that needs one
+the environment lacks stops before any step runs (exit 2, naming it). Only the steps that get
+them on Cloud Build (``secrets.RECEIVES_SECRETS``) see them here, and every line, message and
+report the run produces has their values redacted.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from orchestrator import message as message_schema
+from orchestrator import secrets
 from orchestrator.artifacts import Artifacts
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import InputError, OrchestratorError
 from orchestrator.model import Action, Plan, Rules
-from orchestrator.output import wants_rich
+from orchestrator.output import Redactor, wants_rich
 from orchestrator.run import steps
 from orchestrator.run.report import PipelineRun, RunReport, StepReport, StepStatus, overall_status
 from orchestrator.services import STATE_DIR, Services
@@ -61,8 +67,12 @@ def execute(
     progress: Progress | None = None,
     workers: int = WORKERS,
     clock: Callable[[], float] = time.monotonic,
+    redact: Callable[[str], str] = lambda text: text,
 ) -> RunReport:
-    """Run ``plan``'s actions with ``run_step``; return the report (steps in plan order)."""
+    """Run ``plan``'s actions with ``run_step``; return the report (steps in plan order).
+
+    Every step's message (what it did, or its error) passes through ``redact`` before it is
+    shown or reported."""
     if not plan.actions:
         return RunReport(status="nothing-to-do")
     shown = progress or NullProgress()
@@ -83,7 +93,7 @@ def execute(
             status, message = "failed", str(exc)
         except Exception as exc:  # noqa: BLE001 - a bug in one step must not hide the others
             status, message = "failed", f"internal error: {type(exc).__name__}: {exc}"
-        report = StepReport(action.id, status, clock() - start, message)
+        report = StepReport(action.id, status, clock() - start, redact(message))
         shown.finished(report)
         return _Done(report, outcome)
 
@@ -165,12 +175,21 @@ def run_local(
     workers: int = WORKERS,
     reason: message_schema.Reason = "commit",
 ) -> RunReport:
-    """Run ``plan`` here with the real steps, against ``services``."""
+    """Run ``plan`` here with the real steps, against ``services``.
+
+    Raises ``InputError`` before any step runs when a secret the plan needs is not in the
+    environment."""
+    env = services.env()
+    shown = progress or NullProgress()
+    try:
+        secrets.require(rules, plan, env)
+    except InputError:
+        shown.close()  # a live display would otherwise keep the terminal
+        raise
+    redactor = Redactor(secrets.values(rules, env))
     outputs = repo / STATE_DIR / "outputs"
     if outputs.exists():
         shutil.rmtree(outputs)  # a digest from an earlier run must not leak into this one
-    shown = progress or NullProgress()
-    env = services.env()
     mode: steps.PublishMode = "in-process" if services.publish == "in-process" else "pubsub"
 
     def run_step(action: Action) -> steps.StepOutcome:
@@ -178,15 +197,17 @@ def run_local(
             repo=repo,
             rules=rules,
             artifacts=artifacts,
-            env=env,
+            env=secrets.step_env(rules, action.kind, env),
             publish_mode=mode,
             plan=plan,
-            log=lambda line: shown.log(action.id, line),
+            log=lambda line: shown.log(action.id, redactor.redact(line)),
             reason=reason,
+            redact=redactor.redact,
         )
         return steps.run_step(action, ctx)
 
-    return execute(plan, run_step, progress=shown, workers=workers)
+    report = execute(plan, run_step, progress=shown, workers=workers, redact=redactor.redact)
+    return report.redacted(redactor)
 
 
 # --- progress ----------------------------------------------------------------------------

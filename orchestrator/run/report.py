@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from orchestrator.model import Existing
+from orchestrator.output import Redactor
 
 RunStatus = Literal["succeeded", "failed", "nothing-to-do"]
 #: ``skipped``: not run because a step it needs failed (or was skipped).
@@ -93,6 +94,23 @@ class RunReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def redacted(self, redactor: Redactor) -> RunReport:
+        """This report with the secret values the redactor knows replaced in what steps and
+        the pipeline run wrote into it: step messages, the published message, the run's
+        status and id, what already existed."""
+        if not redactor:
+            return self
+        text, run = redactor.redact, self.pipeline_run
+        if run is not None:
+            run = replace(run, status=text(run.status), run_id=redactor.redact_data(run.run_id))
+        return replace(
+            self,
+            steps=tuple(replace(s, message=text(s.message)) for s in self.steps),
+            published=redactor.redact_data(self.published),
+            pipeline_run=run,
+            existing=tuple(Existing(*map(text, e)) for e in self.existing),
+        )
 
 
 def overall_status(steps: tuple[StepReport, ...]) -> RunStatus:

@@ -72,6 +72,9 @@ class StepContext:
     log: Log = field(default=lambda _line: None)
     #: why the run is wanted: commit (a build), or manual / schedule / data (``trigger``)
     reason: message_schema.Reason = "commit"
+    #: replaces secret values (``output.Redactor.redact``) in what a command printed, before
+    #: it is split into lines or cut to its last line (a value may span lines)
+    redact: Callable[[str], str] = field(default=lambda text: text)
 
     def outputs_dir(self) -> Path:
         return self.repo / STATE_DIR / "outputs"
@@ -102,15 +105,26 @@ def run_test(action: Action, ctx: StepContext) -> StepOutcome:
     # the repository's tests get the caller's environment, not the run's directory bucket
     env = {k: v for k, v in ctx.env.items() if k != objects.LOCAL_BUCKET_ROOT_VAR}
     completed = process.run(argv, cwd=ctx.repo, env=env, check=False)
-    for line in (completed.stdout + completed.stderr).decode("utf-8", "replace").splitlines():
+    stdout, stderr = _shown(completed.stdout, ctx), _shown(completed.stderr, ctx)
+    for line in (stdout + stderr).splitlines():
         ctx.log(line)
     if completed.returncode != 0:
-        detail = process.last_line(completed.stdout) or process.last_line(completed.stderr)
+        detail = _last_line(stdout) or _last_line(stderr)
         raise StepFailed(
             f"the test command '{' '.join(test.command)}' failed with exit code "
             f"{completed.returncode}" + (f": {detail}" if detail else "")
         )
-    return StepOutcome(message=process.last_line(completed.stdout) or "tests passed")
+    return StepOutcome(message=_last_line(stdout) or "tests passed")
+
+
+def _shown(output: bytes, ctx: StepContext) -> str:
+    """A command's output as it may be shown: decoded, secrets redacted."""
+    return ctx.redact(output.decode("utf-8", "replace"))
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of ``text``, stripped (``process.last_line`` on decoded text)."""
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
 
 
 def python_argv(argv: tuple[str, ...] | list[str]) -> list[str]:
@@ -210,7 +224,9 @@ def compile_pipeline(action: Action, ctx: StepContext) -> StepOutcome:
         completed = process.run([*argv, "--output", str(spec)], cwd=ctx.repo, env=ctx.env,
                                 check=False)  # fmt: skip
         if completed.returncode != 0 or not spec.is_file():
-            detail = process.last_line(completed.stderr) or process.last_line(completed.stdout)
+            detail = _last_line(_shown(completed.stderr, ctx)) or _last_line(
+                _shown(completed.stdout, ctx)
+            )
             raise StepFailed(
                 f"compiling the pipeline ('{' '.join(ctx.rules.pipeline.compile)}') failed"
                 + (f": {detail}" if detail else f" with exit code {completed.returncode}")
