@@ -10,10 +10,19 @@ Every change is a compare-and-swap on the object's generation, retried on confli
 builds that finish together both land, in some order, and a commit that is an ancestor of
 the recorded one never replaces it (an older build finishing late). Each recorded state is
 also written, immutably, under ``<pipeline>.history/``, which ``ledger history`` lists.
+
+Faults: each read and write rides out transient faults within the retry deadline
+(``objects``); a write that still fails leaves the record as it was, and the run that wanted
+it exits 1 naming the service. The record is one object, written whole, so a process killed
+at any moment leaves the old state or the new one, never a mix: the next run then plans from
+the old one and records the new one. Both writes are safe to repeat: the history entry is
+created only if absent (a repeat whose first attempt landed finds it there), the record is a
+compare-and-swap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -85,7 +94,9 @@ def record(
     data = encode_state(state)
     stamp = state.updated.replace(":", "").replace("-", "").replace(".", "")
     history = f"gs://{location.bucket}/{location.history_prefix}{stamp}-{state.commit[:12]}.json"
-    _write(history, data, env, if_generation=None)
+    # created only if absent: a repeated request whose first attempt landed finds it there
+    with contextlib.suppress(objects.PreconditionFailed):
+        _write(history, data, env, if_generation=0)
     for _ in range(_ATTEMPTS):
         current = read(location, env)
         if current is not None and is_ancestor is not None:
@@ -109,8 +120,8 @@ def history(location: Location, env: Mapping[str, str]) -> list[DeployedState]:
     """Every state ever recorded here, oldest first."""
     try:
         keys = objects.list_keys(location.bucket, location.history_prefix, env)
-    except objects.Unreachable as exc:
-        raise StepFailed(str(exc)) from exc
+    except objects.ObjectError as exc:
+        raise StepFailed(f"listing the deploy ledger's history failed: {exc}") from exc
     states = []
     for key in keys:
         uri = f"gs://{location.bucket}/{key}"

@@ -2,7 +2,7 @@
 
 Standard library only, plus google-cloud-storage imported inside the functions that need it,
 so that the trigger function can carry a copy (the deploy step copies this file next to it as
-``ct_objects.py``, as it does ``message.py``).
+``ct_objects.py``, as it does ``message.py`` and ``retrying.py``).
 
 Three backends, chosen by the environment mapping passed in:
 
@@ -21,6 +21,25 @@ A write takes ``if_generation``: ``0`` creates only (fails if the object exists)
 replaces exactly that generation (compare-and-swap), ``None`` writes unconditionally. GCS
 documents the same preconditions (``ifGenerationMatch``,
 https://cloud.google.com/storage/docs/request-preconditions).
+
+Faults (``retrying``): every request to the emulator or to GCS is retried on the transient
+faults google-cloud-storage itself names (``google.cloud.storage.retry._should_retry``:
+connection errors, timeouts, 408, 429, 500, 502, 503, 504), with backoff, for at most
+``ORCHESTRATOR_RETRY_DEADLINE`` seconds (60 against GCS, 10 against an emulator); a refused
+connection to an emulator on this machine fails at once. Repeating is safe: reads; create-only
+and compare-and-swap writes, whose precondition makes a repeat of an attempt that did land fail
+instead of writing twice (GCS calls these "conditionally idempotent",
+https://cloud.google.com/storage/docs/retry-strategy#idempotency); and unconditional writes,
+which write the same bytes again.
+
+Nothing is ever half written. On GCS an object appears whole when its upload finishes. In the
+directory backend an object is written to a temporary file that is then renamed over it (or
+linked, when it is created), so a reader, or a process killed at any moment (SIGKILL
+included), sees the old object or the new one; its generation is written first, so a kill
+between the two leaves the old content under a new generation, which is what a rewrite of
+the same bytes would leave. Temporary files are hidden (a leading dot, never listed) and
+carry their writer's process id; a later write in the same directory removes those whose
+writer is gone.
 """
 
 from __future__ import annotations
@@ -35,13 +54,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:  # inside the repository
+    from orchestrator import retrying
+except ImportError:  # deployed next to the function
+    import ct_retrying as retrying  # type: ignore[import-not-found, no-redef]
+
 LOCAL_BUCKET_ROOT_VAR = "ORCHESTRATOR_LOCAL_BUCKET_ROOT"
 EMULATOR_HOST_VAR = "STORAGE_EMULATOR_HOST"
 
 # A bucket name as Cloud Storage allows it (lowercase, digits, '-', '_', '.'; 3-222 chars).
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
-_REQUEST_TIMEOUT = (10.0, 120.0)
-_RETRY_DEADLINE = 60.0
+# Connecting and waiting for an answer, per attempt, at most (retrying.attempt_timeout).
+_CONNECT_TIMEOUT = 10.0
+_READ_TIMEOUT = 120.0
+# Temporary files of the directory backend: ".<kind>-<pid>-<random>" beside the object.
+_TEMP = re.compile(r"\.(?:write|upload)-(\d+)-")
 
 
 class ObjectError(Exception):
@@ -149,13 +176,13 @@ def read(uri: str, env: Mapping[str, str]) -> Stored | None:
     exceptions = _google_exceptions()
     blob = client(env).bucket(target.bucket).blob(target.key)
     try:
-        data = blob.download_as_bytes(timeout=_REQUEST_TIMEOUT, retry=retry(env))
+        data = blob.download_as_bytes(timeout=timeout(env), retry=retry(env))
     except exceptions.NotFound:
         return None
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(f"reading {target} from {service_name(env)} failed: {_api(exc)}") from exc
     except Exception as exc:  # transport errors have many types
-        raise _unreachable(exc, env) from exc
+        raise unreachable(exc, env, f"reading {target}") from exc
     return Stored(data, int(blob.generation or 0))
 
 
@@ -173,14 +200,14 @@ def generation(uri: str, env: Mapping[str, str]) -> int | None:
         blob = (
             client(env)
             .bucket(target.bucket)
-            .get_blob(target.key, timeout=_REQUEST_TIMEOUT, retry=retry(env))
+            .get_blob(target.key, timeout=timeout(env), retry=retry(env))
         )
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(
             f"looking up {target} in {service_name(env)} failed: {_api(exc)}"
         ) from exc
     except Exception as exc:  # transport errors have many types
-        raise _unreachable(exc, env) from exc
+        raise unreachable(exc, env, f"looking up {target}") from exc
     return int(blob.generation or 0) if blob is not None else None
 
 
@@ -191,13 +218,13 @@ def exists(uri: str, env: Mapping[str, str]) -> bool:
     exceptions = _google_exceptions()
     try:
         blob = client(env).bucket(target.bucket).blob(target.key)
-        return bool(blob.exists(timeout=_REQUEST_TIMEOUT, retry=retry(env)))
+        return bool(blob.exists(timeout=timeout(env), retry=retry(env)))
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(
             f"looking up {target} in {service_name(env)} failed: {_api(exc)}"
         ) from exc
     except Exception as exc:  # transport errors have many types
-        raise _unreachable(exc, env) from exc
+        raise unreachable(exc, env, f"looking up {target}") from exc
 
 
 def list_keys(bucket: str, prefix: str, env: Mapping[str, str]) -> list[str]:
@@ -217,14 +244,16 @@ def list_keys(bucket: str, prefix: str, env: Mapping[str, str]) -> list[str]:
         return sorted(keys)
     exceptions = _google_exceptions()
     try:
-        blobs = client(env).list_blobs(bucket, prefix=prefix, timeout=_REQUEST_TIMEOUT)
+        blobs = client(env).list_blobs(
+            bucket, prefix=prefix, timeout=timeout(env), retry=retry(env)
+        )
         return sorted(str(blob.name) for blob in blobs)
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(
             f"listing gs://{bucket}/{prefix} in {service_name(env)} failed: {_api(exc)}"
         ) from exc
     except Exception as exc:  # transport errors have many types
-        raise _unreachable(exc, env) from exc
+        raise unreachable(exc, env, f"listing gs://{bucket}/{prefix}") from exc
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -252,7 +281,7 @@ def write(
             data,
             content_type=content_type,
             if_generation_match=if_generation,
-            timeout=_REQUEST_TIMEOUT,
+            timeout=timeout(env),
             retry=retry(env),
         )
     except exceptions.PreconditionFailed:
@@ -264,7 +293,7 @@ def write(
     except exceptions.GoogleAPICallError as exc:
         raise ObjectError(f"writing {target} to {service_name(env)} failed: {_api(exc)}") from exc
     except Exception as exc:  # transport errors have many types
-        raise _unreachable(exc, env) from exc
+        raise unreachable(exc, env, f"writing {target}") from exc
     return int(blob.generation or 0)
 
 
@@ -297,20 +326,144 @@ def _local_write(path: Path, data: bytes, if_generation: int | None, target: Uri
         if if_generation is not None and if_generation != current:
             raise PreconditionFailed(f"{target} changed while it was being updated")
         generation = max(time.time_ns(), current + 1)
-        for file, content in ((path, data), (_sidecar(path, "generation"), b"%d" % generation)):
-            import tempfile  # only a write needs it
-
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".write-")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(content)
-                    out.flush()
-                    os.fsync(out.fileno())
-                Path(tmp).replace(file)  # atomic: readers see the old object or the new one
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        # The generation first: a kill before the content is renamed into place leaves the old
+        # content under a new generation (as a rewrite of the same bytes would), never new
+        # content under the old one, which a compare-and-swap that read the old content could
+        # then overwrite without having seen it.
+        _replace(_sidecar(path, "generation"), b"%d" % generation)
+        _replace(path, data)
+        sweep(path.parent)
         return generation
+
+
+def create_file(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data``, whole, unless it exists (``False``; never replaced).
+
+    The content goes to an unnamed file (``O_TMPFILE``) that is linked into place once
+    written and synced: a process killed at any moment leaves the object complete or absent,
+    and nothing else behind. Where ``O_TMPFILE`` is missing, a hidden temporary file instead
+    (see :func:`sweep`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except (AttributeError, OSError):  # not Linux, or a file system without it
+        return _create_named(path, data)
+    directory = -1
+    try:
+        _write_all(fd, data)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            # linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW): open(2) on
+            # O_TMPFILE. A dir fd makes os.link call linkat; without one it calls link(2),
+            # which does not follow the /proc link (EXDEV).
+            os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=directory, follow_symlinks=True)
+        except FileExistsError:
+            return False
+        except OSError:  # no /proc, or it cannot be followed here
+            return _create_named(path, data)
+        os.fsync(directory)
+    finally:
+        os.close(fd)
+        if directory >= 0:
+            os.close(directory)
+    return True
+
+
+def _create_named(path: Path, data: bytes) -> bool:
+    tmp = _temp_file(path.parent, "upload", data)
+    try:
+        os.link(tmp, path)  # never replaces: two writers cannot both create it
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _sync_directory(path.parent)
+    return True
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = _temp_file(path.parent, "write", data)
+    try:
+        tmp.replace(path)  # atomic: readers see the old file or the new one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+
+
+def _temp_file(directory: Path, kind: str, data: bytes) -> Path:
+    """A hidden file in ``directory`` holding ``data``, synced, named after this process."""
+    import secrets  # only a write needs it
+
+    while True:
+        tmp = directory / f".{kind}-{os.getpid()}-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        break
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.fsync(fd)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename or link in ``directory`` survive a crash of the machine too."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def sweep(directory: Path) -> None:
+    """Remove the temporary files in ``directory`` whose writer is gone (killed mid-write).
+
+    The directory backend serves one machine, so a writer's process id tells whether it can
+    still finish: a file of a live process, this one included, is left alone."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        found = _TEMP.match(entry.name)
+        if found and not _alive(int(found.group(1))):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: it exists
+    try:  # a zombie has exited; only its parent has not reaped it yet
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 # -- google-cloud-storage --------------------------------------------------------------------
@@ -342,16 +495,50 @@ def client(env: Mapping[str, str]) -> Any:
     try:
         return storage.Client(project=env.get("GOOGLE_CLOUD_PROJECT"))
     except Exception as exc:  # google.auth raises several credential error types
-        raise _unreachable(exc, env) from exc
+        raise unreachable(exc, env) from exc
 
 
 def retry(env: Mapping[str, str]) -> Any:
-    """The retry policy: none against the emulator (fail fast), bounded against GCS."""
-    if backend(env) == "emulator":
-        return None
-    from google.cloud.storage.retry import DEFAULT_RETRY
+    """The retry policy for one call (see the module docstring): google-cloud-storage's own
+    test of what is transient, our backoff and deadline, and no retry of a refused connection
+    to an emulator on this machine."""
+    from google.api_core.retry import Retry
+    from google.cloud.storage import retry as storage_retry
 
-    return DEFAULT_RETRY.with_timeout(_RETRY_DEADLINE)
+    # The library's predicate: the exception types and status codes it retries itself
+    # (google/cloud/storage/retry.py, _RETRYABLE_TYPES and _RETRYABLE_STATUS_CODES).
+    transient = storage_retry._should_retry
+    if _local_emulator(env):
+
+        def predicate(exc: Exception) -> bool:
+            return bool(transient(exc)) and not retrying.refused(exc)
+
+    else:
+
+        def predicate(exc: Exception) -> bool:
+            return bool(transient(exc))
+
+    return Retry(
+        predicate=predicate,
+        initial=retrying.INITIAL_DELAY,
+        maximum=retrying.MAX_DELAY,
+        multiplier=retrying.MULTIPLIER,
+        timeout=_deadline(env),
+    )
+
+
+def timeout(env: Mapping[str, str]) -> tuple[float, float]:
+    """(connect, read) seconds for one attempt: never more than half the deadline."""
+    attempt = retrying.attempt_timeout(_deadline(env), _READ_TIMEOUT)
+    return min(_CONNECT_TIMEOUT, attempt), attempt
+
+
+def _deadline(env: Mapping[str, str]) -> float:
+    return retrying.deadline(env, local=backend(env) == "emulator")
+
+
+def _local_emulator(env: Mapping[str, str]) -> bool:
+    return backend(env) == "emulator" and retrying.is_loopback(emulator_url(env))
 
 
 def _api(exc: Any) -> str:
@@ -359,13 +546,35 @@ def _api(exc: Any) -> str:
     return f"{getattr(exc, 'code', '')} {text.splitlines()[0] if text else ''}".strip()
 
 
-def _unreachable(exc: Exception, env: Mapping[str, str]) -> Unreachable:
+def unreachable(
+    exc: Exception, env: Mapping[str, str], doing: str = "", *, where: str | None = None
+) -> Unreachable:
+    """A transport failure, or transient faults until the deadline, as one sentence naming
+    the service (``where``, by default :func:`service_name`; ``doing``: what was being
+    done)."""
+    where = where or service_name(env)
     if type(exc).__name__ == "DefaultCredentialsError":
         return Unreachable(
             "Cloud Storage needs credentials: run `gcloud auth application-default login`, "
             f"or set {EMULATOR_HOST_VAR} for an emulator or {LOCAL_BUCKET_ROOT_VAR} for a "
             "local directory"
         )
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return Unreachable(f"cannot reach {service_name(env)}: {type(exc).__name__}: {first}")
+    if type(exc).__name__ == "RetryError":  # google.api_core: the deadline passed
+        cause = getattr(exc, "cause", None) or exc
+        what = f"{doing}; " if doing else ""
+        return Unreachable(
+            f"{where} kept failing: {_cause(cause)} ({what}gave up retrying after "
+            f"{_deadline(env):g} s, {retrying.DEADLINE_VAR})"
+        )
+    what = f" ({doing})" if doing else ""
+    return Unreachable(f"cannot reach {where}: {_cause(exc)}{what}")
+
+
+def _cause(exc: BaseException) -> str:
+    if hasattr(exc, "code") and hasattr(exc, "message"):  # a GoogleAPICallError
+        return _api(exc)
+    response = getattr(exc, "response", None)  # the media layer's InvalidResponse
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return f"HTTP {status} {getattr(response, 'reason', '') or ''}".strip()
+    return f"{type(exc).__name__}: {retrying.first_line(exc)}"

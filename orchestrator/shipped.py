@@ -1,8 +1,9 @@
 """The modules the trigger function shares with this package, copied next to it on deploy.
 
 The function is deployed as its own directory; what it shares with the orchestrator (the
-message schema, the bucket layer, the runs registry) is copied in as ``ct_<module>.py``, which
-``function/main.py`` imports when ``orchestrator`` is not installed. Standard library only.
+message schema, the bucket layer and its retry rules, the runs registry) is copied in as
+``ct_<module>.py``, which ``function/main.py`` imports when ``orchestrator`` is not installed.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import shutil
 from pathlib import Path
 
-MODULES = ("message", "objects", "runs")
+MODULES = ("message", "retrying", "objects", "runs")
 
 
 def copy_into(directory: Path) -> list[str]:

@@ -10,8 +10,16 @@ directly), checked in this order:
 3. Otherwise real Cloud Storage with application default credentials.
 
 Uploads are immutable: an object is only ever created, never overwritten
-(``if_generation_match=0`` on GCS, ``os.link`` on the local backend). Re-uploading identical
-content is a success (a re-run of the same build); different content is an ``ObjectConflict``.
+(``if_generation_match=0`` on GCS, a link that never replaces on the local backend).
+Re-uploading identical content is a success (a re-run of the same build); different content is
+an ``ObjectConflict``. An upload is a complete object or absent, whenever the process dies:
+GCS makes an object visible only once its upload is complete, and the local backend links a
+fully written file into place (``objects.create_file``).
+
+Transient faults (a reset connection, a timeout, 429 and 5xx answers) are retried with backoff
+within ``ORCHESTRATOR_RETRY_DEADLINE`` (``objects.retry``; ``retrying`` has the rules). An
+upload is create-only, so repeating one whose answer was lost fails its precondition, and the
+content is then compared, as for a re-run.
 
 google.cloud is imported inside the functions that need it, so the planning path never pays
 for it.
@@ -26,14 +34,13 @@ import io
 import os
 import stat
 import tarfile
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator import objects
-from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
+from orchestrator.errors import InputError, OrchestratorError, ServiceUnreachable, StepFailed
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client as StorageClient
@@ -42,11 +49,6 @@ LOCAL_BUCKET_ROOT_VAR = "ORCHESTRATOR_LOCAL_BUCKET_ROOT"
 EMULATOR_HOST_VAR = "STORAGE_EMULATOR_HOST"
 
 Backend = Literal["local-dir", "emulator", "gcs"]
-
-# Connect and read timeouts for one HTTP request, and the total time spent retrying transient
-# errors against real GCS. The emulator is never retried: a refused connection fails at once.
-_REQUEST_TIMEOUT = (10.0, 120.0)
-_GCS_RETRY_DEADLINE = 60.0
 
 DEFAULT_TARBALL_EXCLUDES = frozenset({"__pycache__", ".git", ".pytest_cache", ".mypy_cache"})
 
@@ -178,13 +180,15 @@ def download_bytes(uri: str, *, env: Mapping[str, str]) -> bytes:
     where = _service_name(env)
     try:
         blob = client.bucket(target.bucket).blob(target.key)
-        data: bytes = blob.download_as_bytes(timeout=_REQUEST_TIMEOUT, retry=_retry(env))
+        data: bytes = blob.download_as_bytes(timeout=_timeout(env), retry=_retry(env))
     except gexc.NotFound:
         raise ObjectNotFound(f"{target} does not exist in {where}.") from None
     except gexc.GoogleAPICallError as exc:
         raise StepFailed(f"Reading {target} from {where} failed: {_api_message(exc)}") from exc
+    except OrchestratorError:
+        raise
     except Exception as exc:  # transport errors have many types; see _unreachable
-        raise _unreachable(exc, env) from exc
+        raise _unreachable(exc, env, f"reading {target}") from exc
     return data
 
 
@@ -199,12 +203,14 @@ def object_exists(uri: str, *, env: Mapping[str, str]) -> bool:
     client = _client(env)
     try:
         blob = client.bucket(target.bucket).blob(target.key)
-        return bool(blob.exists(timeout=_REQUEST_TIMEOUT, retry=_retry(env)))
+        return bool(blob.exists(timeout=_timeout(env), retry=_retry(env)))
     except gexc.GoogleAPICallError as exc:
         where = _service_name(env)
         raise StepFailed(f"Looking up {target} in {where} failed: {_api_message(exc)}") from exc
+    except OrchestratorError:
+        raise
     except Exception as exc:  # transport errors have many types; see _unreachable
-        raise _unreachable(exc, env) from exc
+        raise _unreachable(exc, env, f"looking up {target}") from exc
 
 
 def build_source_tarball(
@@ -288,22 +294,12 @@ def _shown_path(path: Path, cwd: Path | None) -> str:
 
 
 def _local_create(path: Path, data: bytes, target: GcsUri) -> bool:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write a temporary file, then hard-link it into place: os.link never replaces an existing
-    # file, so two concurrent writers cannot both "create" the object (like if_generation_match=0).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            if path.read_bytes() == data:
-                return False
-            raise ObjectConflict(_conflict_message(_local_description(path, target))) from None
-    finally:
-        Path(tmp).unlink()
-    return True
+    # Created whole or not at all, never replacing what is there (like if_generation_match=0).
+    if objects.create_file(path, data):
+        return True
+    if path.read_bytes() == data:
+        return False
+    raise ObjectConflict(_conflict_message(_local_description(path, target)))
 
 
 # --- google-cloud-storage backends -------------------------------------------------------
@@ -323,7 +319,7 @@ def _gcs_create(
             content_type=content_type,
             if_generation_match=0,
             checksum="md5",
-            timeout=_REQUEST_TIMEOUT,
+            timeout=_timeout(env),
             retry=_retry(env),
         )
         return True
@@ -333,10 +329,20 @@ def _gcs_create(
         raise ObjectNotFound(f"Bucket gs://{target.bucket} does not exist in {where}.") from None
     except gexc.GoogleAPICallError as exc:
         raise StepFailed(f"Uploading {target} to {where} failed: {_api_message(exc)}") from exc
+    except OrchestratorError:
+        raise
     except Exception as exc:  # transport errors have many types; see _unreachable
-        raise _unreachable(exc, env) from exc
+        raise _unreachable(exc, env, f"uploading {target}") from exc
 
-    if _same_content(client, target, data, md5, env):
+    try:
+        same = _same_content(client, target, data, md5, env)
+    except gexc.GoogleAPICallError as exc:
+        raise StepFailed(f"Reading {target} back from {where} failed: {_api_message(exc)}") from exc
+    except OrchestratorError:
+        raise
+    except Exception as exc:  # transport errors have many types; see _unreachable
+        raise _unreachable(exc, env, f"reading {target} back") from exc
+    if same:
         return False
     raise ObjectConflict(_conflict_message(str(target)))
 
@@ -344,10 +350,8 @@ def _gcs_create(
 def _same_content(
     client: StorageClient, target: GcsUri, data: bytes, md5: bytes, env: Mapping[str, str]
 ) -> bool:
-    from google.api_core import exceptions as gexc
-
     blob = client.bucket(target.bucket).get_blob(
-        target.key, timeout=_REQUEST_TIMEOUT, retry=_retry(env)
+        target.key, timeout=_timeout(env), retry=_retry(env)
     )
     if blob is None:  # deleted between the failed precondition and now
         raise ObjectConflict(f"{target} changed while it was being uploaded; run again.")
@@ -360,10 +364,7 @@ def _same_content(
 
         crc = google_crc32c.Checksum(data).digest()  # type: ignore[no-untyped-call]
         return bool(base64.b64decode(blob.crc32c) == crc)
-    try:
-        existing: bytes = blob.download_as_bytes(timeout=_REQUEST_TIMEOUT, retry=_retry(env))
-    except gexc.GoogleAPICallError as exc:
-        raise StepFailed(f"Reading {target} back failed: {_api_message(exc)}") from exc
+    existing: bytes = blob.download_as_bytes(timeout=_timeout(env), retry=_retry(env))
     return existing == data
 
 
@@ -385,18 +386,14 @@ def _retry(env: Mapping[str, str]) -> Any:
     return objects.retry(env)
 
 
-def _unreachable(exc: Exception, env: Mapping[str, str]) -> ServiceUnreachable:
-    from google.auth import exceptions as auth_exc
+def _timeout(env: Mapping[str, str]) -> tuple[float, float]:
+    return objects.timeout(env)
 
-    if isinstance(exc, auth_exc.DefaultCredentialsError):
-        return ServiceUnreachable(
-            "Cloud Storage needs credentials: run `gcloud auth application-default login`, "
-            f"or set {EMULATOR_HOST_VAR} for an emulator or {LOCAL_BUCKET_ROOT_VAR} for a "
-            "local directory."
-        )
-    return ServiceUnreachable(
-        f"Cannot reach {_service_name(env)}: {type(exc).__name__}: {_first_line(exc)}"
-    )
+
+def _unreachable(exc: Exception, env: Mapping[str, str], doing: str) -> ServiceUnreachable:
+    """The service could not be reached, or kept failing until the retry deadline: one
+    sentence naming it (the bucket layer's wording, shared with the function)."""
+    return ServiceUnreachable(str(objects.unreachable(exc, env, doing, where=_service_name(env))))
 
 
 def _api_message(exc: Any) -> str:
