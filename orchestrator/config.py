@@ -95,7 +95,6 @@ SERVICE_ACCOUNT_LOGGING = ("CLOUD_LOGGING_ONLY", "NONE")
 # Logging modes that write nothing to Cloud Storage: a logs bucket would stay empty.
 _NO_BUCKET_LOGGING = ("CLOUD_LOGGING_ONLY", "STACKDRIVER_ONLY", "NONE")
 _LOGS_BUCKET = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s]*)?$")
-_PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic", "prefix")
 # [build] secret_env: NAME = "projects/<project>/secrets/<secret>/versions/<version>".
 # Cloud Build's availableSecrets.secretManager[].versionName is the "Resource name of the
 # SecretVersion. In format: projects/*/secrets/*/versions/*" (SecretManagerSecret,
@@ -118,6 +117,7 @@ _SECRET_SHORT_FORM = re.compile(r"^(projects/[^/]+/secrets/[^/:]+):([^/:]+)$")
 # A secret reaches its steps as an environment variable, and the Cloud Build test step reads
 # it back by name (bash's ${!NAME}): a portable shell variable name.
 _SECRET_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROJECT_KEYS = ("gcp_project", "region", "bucket", "registry", "topic", "prefix")
 _DATA_KEYS = {"prefix": "str", "bucket": "str"}
 _COMPONENT_KEYS = ("context", "dockerfile", "build_args")
 _RULE_KEYS = ("name", "paths", "do")
@@ -256,6 +256,7 @@ class _Validator:
                 key="version",
                 line=self._key_line("version", None),
             )
+        self._inside_repository(data)
         project = self._project(data)
         unmatched = self._unmatched(data)
         components = self._components(data)
@@ -278,6 +279,42 @@ class _Validator:
             build=self._build(data),
             data=self._data(data),
         )
+
+    def _inside_repository(self, data: Mapping[str, Any]) -> None:
+        """The paths rules.toml names stay in the repository: relative, and no '..' that
+        climbs out (a Dockerfile may sit outside its context, never outside the repository).
+        What a symbolic link makes of them is checked where they are read (``trees``)."""
+        named = (
+            ("pipeline", "dir"),
+            ("pipeline", "params"),
+            ("source", "dir"),
+            ("function", "dir"),
+        )
+        for table, key in named:
+            section = data.get(table)
+            value = section.get(key) if isinstance(section, dict) else None
+            if isinstance(value, str) and _leaves(value):
+                raise self.fail(
+                    "must be a path inside the repository, relative to its root (no leading "
+                    "'/' and no '..' that climbs out of it)",
+                    key=f"{table}.{key}",
+                    line=self._key_line(key, self._header_line(f"[{table}]")),
+                )
+        components = data.get("components")
+        for name, body in components.items() if isinstance(components, dict) else ():
+            context = body.get("context") if isinstance(body, dict) else None
+            dockerfile = body.get("dockerfile") if isinstance(body, dict) else None
+            if (
+                isinstance(context, str)
+                and isinstance(dockerfile, str)
+                and _leaves(f"{_normalise_dir(context) or '.'}/{dockerfile}")
+            ):
+                raise self.fail(
+                    "must be a path inside the repository (relative to the context; no '..' "
+                    "that climbs out of the repository)",
+                    key=f"components.{name}.dockerfile",
+                    line=self._key_line("dockerfile", self._header_line(f"[components.{name}]")),
+                )
 
     def _table(self, data: Mapping[str, Any], key: str) -> tuple[dict[str, Any], int | None]:
         header = self._header_line(f"[{key}]")
@@ -769,6 +806,17 @@ class _Validator:
             key=f"{where}.do",
             line=line,
         )
+
+
+def _leaves(path: str) -> bool:
+    """Whether a repository-relative ``path`` is absolute or climbs above the root."""
+    import posixpath
+
+    path = path.replace("\\", "/")
+    if path.startswith("/"):
+        return True
+    normal = posixpath.normpath(path or ".")
+    return normal == ".." or normal.startswith("../")
 
 
 def _normalise_dir(path: str) -> str:

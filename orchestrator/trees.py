@@ -8,6 +8,14 @@ files), give exactly the entries of the commit.
 A copy without git cannot ask git which files are ignored: it skips the tool's own state and
 the usual caches (:data:`ALWAYS_SKIPPED`) and what the root ``.gitignore`` ignores, with git's
 pattern semantics (nested ``.gitignore`` files are not read there).
+
+Nothing is read from outside the repository. A component's context, the training source, the
+function and the pipeline directories, the params file, a Dockerfile or an ignore file that
+is, or lies below, a symbolic link pointing out of the repository (``components/x -> /etc``)
+is refused with an :class:`~orchestrator.errors.InputError` naming it (:func:`check_confined`),
+whatever is read: a commit (its links resolved as a checkout would), the working tree, or a
+checkout without git (resolved on disk). The executors check again before they build or upload
+from disk (:func:`inside_repository`).
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ from typing import Protocol
 
 from orchestrator.adapters.git import Git, file_entry
 from orchestrator.contexts import content_id
+from orchestrator.errors import InputError
 from orchestrator.gitignore import compile_pattern
 from orchestrator.matching import Matcher
-from orchestrator.model import Directive, Rule, TreeEntry
+from orchestrator.model import Directive, Rule, Rules, TreeEntry
 
 ALWAYS_SKIPPED = frozenset(
     {".git", ".orchestrator", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
@@ -43,6 +52,10 @@ class Tree(Protocol):
         ``None`` where it holds none."""
         ...
 
+    def leaves(self, path: str) -> str | None:
+        """Why ``path`` leads out of the repository (through a symbolic link), or ``None``."""
+        ...
+
 
 class CommitTree:
     def __init__(self, git: Git, head: str) -> None:
@@ -61,6 +74,9 @@ class CommitTree:
     def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
         return self.git.tree_ids(self.head, dirs)  # a commit's trees: no listing needed
 
+    def leaves(self, path: str) -> str | None:
+        return self.git.snapshot(self.head).leaves(path)
+
 
 class WorkingTree:
     def __init__(self, git: Git) -> None:
@@ -78,12 +94,18 @@ class WorkingTree:
     def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
         return _listed_ids(self, dirs)
 
+    def leaves(self, path: str) -> str | None:
+        return leaves_on_disk(self.git.repo, path)
+
 
 class DiskTree:
     """A checkout with no git metadata: the files on disk, hashed as git would store them."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        outside = leaves_on_disk(root, ".gitignore")
+        if outside:
+            raise InputError(f".gitignore leaves the repository: {outside}")
         ignore = _read(root / ".gitignore")
         patterns = []
         for line in (ignore or b"").decode("utf-8", "replace").splitlines():
@@ -135,6 +157,68 @@ class DiskTree:
 
     def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
         return _listed_ids(self, dirs)
+
+    def leaves(self, path: str) -> str | None:
+        return leaves_on_disk(self.root, path)
+
+
+def leaves_on_disk(root: Path, path: str) -> str | None:
+    """Why ``root / path`` resolves outside ``root`` (symbolic links followed as the system
+    follows them), or ``None`` when it stays inside (or does not exist)."""
+    try:
+        resolved = (root / path).resolve()
+        base = root.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a loop of symbolic links
+        return f"{path} cannot be resolved (a loop of symbolic links?)"
+    if resolved == base or resolved.is_relative_to(base):
+        return None
+    return f"{path} resolves to {resolved}"
+
+
+def inside_repository(repo: Path, path: str, what: str) -> Path:
+    """``repo / path`` for an executor to build or upload from; InputError naming ``what`` when
+    it leads out of the repository."""
+    outside = leaves_on_disk(repo, path)
+    if outside:
+        raise InputError(f"{what} {path} leaves the repository: {outside}")
+    return repo / path
+
+
+def confined_paths(rules: Rules) -> list[tuple[str, str]]:
+    """``(what, repository path)`` of everything a plan or a build reads by name from
+    rules.toml: components' contexts, Dockerfiles and ignore files, the training source, the
+    function and pipeline directories and the params file."""
+    from orchestrator.contexts import context_path, ignore_candidates
+
+    paths: list[tuple[str, str]] = []
+    for component in rules.components:
+        where = f"[components.{component.name}]"
+        paths.append((f"{where} context", component.context))
+        paths.append((f"{where} dockerfile", context_path(component.context, component.dockerfile)))
+        paths += [(f"{where} ignore file", path) for path in ignore_candidates(component)]
+    paths += [
+        ("[source] dir", rules.training_source.dir),
+        ("[function] dir", rules.function.dir),
+        ("[pipeline] dir", rules.pipeline.dir),
+        ("[pipeline] params", rules.pipeline.params),
+    ]
+    return [(what, path) for what, path in paths if path.strip("/.")]
+
+
+def check_confined(tree: Tree, rules: Rules) -> None:
+    """InputError for the first path rules.toml names that leads out of the repository in
+    ``tree`` (see the module docstring)."""
+    for what, path in confined_paths(rules):
+        outside = tree.leaves(path)
+        if outside:
+            raise InputError(f"{what} {path} leaves the repository: {outside}")
+
+
+def check_confined_on_disk(repo: Path, rules: Rules) -> None:
+    """:func:`check_confined` for the files on disk an executor builds and uploads from
+    (they may differ from the commit that was planned)."""
+    for what, path in confined_paths(rules):
+        inside_repository(repo, path, what)
 
 
 def _listed_ids(tree: Tree, dirs: Sequence[str]) -> dict[str, str | None]:

@@ -31,7 +31,7 @@ from orchestrator.matching import Matcher
 from orchestrator.model import ChangedPath, ChangeSet, Plan, Rules
 from orchestrator.planning import plan_changes
 from orchestrator.services import Services
-from orchestrator.trees import CommitTree, DiskTree, Tree, WorkingTree
+from orchestrator.trees import CommitTree, DiskTree, Tree, WorkingTree, check_confined
 
 if TYPE_CHECKING:  # the deploy ledger and the runs registry load only when a bucket is set
     from orchestrator import ledger
@@ -143,6 +143,7 @@ def plan_target(target: Target, env: Mapping[str, str], services: Services | Non
                 deployed=deployed.state.commit if deployed is not None else None,
             )
         tree = WorkingTree(git) if target.working_tree else CommitTree(git, changes.head)
+    check_confined(tree, rules)  # nothing is read or built from outside the repository
     contexts = load_contexts(tree, rules)
     existing = [c.component.context for c in contexts.values() if c.exists]
     plan = plan_changes(changes, rules, existing, matcher=matcher, contexts=contexts)

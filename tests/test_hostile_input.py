@@ -253,3 +253,194 @@ def test_trigger_data_whose_path_cannot_travel_in_a_message_is_exit_2(
             "a path that is not UTF-8 or holds control characters cannot travel in a run "
             "request; rename the file"
         )
+
+
+# -- item 2: nothing read or built from outside the repository ---------------------------------
+
+CONFINED_RULES = """\
+version = 1
+
+[project]
+bucket = "hostile-bucket"
+registry = "registry.invalid/ct"
+
+[components.trainer]
+context = "components/trainer"
+
+[[rule]]
+name = "all"
+paths = ["*"]
+do = ["upload_source", "build_image"]
+"""
+HOST_DIR = "/etc"
+
+
+def confined_repo(git_repo: GitRepo) -> GitRepo:
+    git_repo.commit(
+        {
+            "rules.toml": CONFINED_RULES,
+            "training_src/train.py": "x = 1\n",
+            "components/trainer/Dockerfile": "FROM scratch\n",
+            "pipeline/params.toml": "alpha = 1\n",
+            "function/main.py": "",
+        }
+    )
+    return git_repo
+
+
+def _swap_for_link(repo: GitRepo, path: str, target: str) -> None:
+    """Replace the directory or file ``path`` in the working tree with a symbolic link."""
+    import shutil
+
+    full = repo.path / path
+    if full.is_dir() and not full.is_symlink():
+        shutil.rmtree(full)
+    else:
+        full.unlink()
+    full.symlink_to(target)
+
+
+LINKS = [
+    ("components/trainer", HOST_DIR, "[components.trainer] context components/trainer"),
+    ("components", HOST_DIR, "[components.trainer] context components/trainer"),
+    ("components/trainer/Dockerfile", "/etc/hostname",
+     "[components.trainer] dockerfile components/trainer/Dockerfile"),
+    ("components/trainer/.dockerignore", "/etc/hostname",
+     "[components.trainer] ignore file components/trainer/.dockerignore"),
+    ("training_src", "../../..", "[source] dir training_src"),
+    ("function", HOST_DIR, "[function] dir function"),
+    ("pipeline", HOST_DIR, "[pipeline] dir pipeline"),
+    ("pipeline/params.toml", "/etc/hostname", "[pipeline] params pipeline/params.toml"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "target", "named"), LINKS, ids=[x[0] for x in LINKS])
+def test_a_committed_link_out_of_the_repository_is_refused_in_every_mode(
+    git_repo: GitRepo, path: str, target: str, named: str
+) -> None:
+    repo = confined_repo(git_repo)
+    if (repo.path / path).exists():
+        _swap_for_link(repo, path, target)
+    else:
+        repo.write(path, GitRepo.Symlink(target))
+    repo.commit()
+    link = next(p for p in (path, "components") if (repo.path / p).is_symlink())
+    named_path = named.rsplit(" ", 1)[1]
+    resolved = (repo.path / named_path).resolve()
+    for mode, argv, detail in [
+        ("commit", [], f"{link} is a symbolic link to {target}"),
+        ("working tree", ["--working-tree"], f"{named_path} resolves to {resolved}"),
+    ]:
+        code, out, err = run("plan", "--repo", str(repo.path), "--changed", "x", *argv)
+        assert (code, out) == (2, ""), mode
+        assert one_line(err) == f"{named} leaves the repository: {detail}", mode
+
+
+def test_links_inside_the_repository_are_fine(git_repo: GitRepo) -> None:
+    repo = confined_repo(git_repo)
+    repo.commit({"src/train.py": "x = 1\n"})
+    _swap_for_link(repo, "training_src", "src")
+    repo.write("components/trainer/.dockerignore", GitRepo.Symlink("../../.gitignore"))
+    repo.commit()
+    for argv in ([], ["--working-tree"]):
+        code, _, err = run("plan", "--repo", str(repo.path), "--changed", "x", *argv)
+        assert (code, err) == (0, "")
+
+
+def test_a_chain_of_committed_links_is_followed_to_its_end(git_repo: GitRepo) -> None:
+    repo = confined_repo(git_repo)
+    repo.commit({"a": GitRepo.Symlink("b/c"), "b/c": GitRepo.Symlink("../../outside")})
+    _swap_for_link(repo, "training_src", "a")
+    repo.commit()
+    code, _, err = run("plan", "--repo", str(repo.path), "--changed", "x")
+    assert code == 2
+    assert one_line(err) == (
+        "[source] dir training_src leaves the repository: b/c is a symbolic link to ../../outside"
+    )
+
+
+def test_a_loop_of_committed_links_is_refused(git_repo: GitRepo) -> None:
+    repo = confined_repo(git_repo)
+    repo.commit({"a": GitRepo.Symlink("b"), "b": GitRepo.Symlink("a")})
+    _swap_for_link(repo, "training_src", "a")
+    repo.commit()
+    code, _, err = run("plan", "--repo", str(repo.path), "--changed", "x")
+    assert code == 2
+    assert "leaves the repository: " in one_line(err)
+    assert "a loop of symbolic links" in one_line(err)
+
+
+def test_a_checkout_without_git_refuses_a_link_out_of_it(git_repo: GitRepo, tmp_path: Path) -> None:
+    import shutil
+
+    repo = confined_repo(git_repo)
+    env = {**ENV, "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path / "bucket"), "BRANCH_NAME": "main"}
+    rules = CONFINED_RULES.replace('[components.trainer]\ncontext = "components/trainer"\n', "")
+    repo.commit({"rules.toml": rules.replace('"build_image"', '"upload_source"')})
+    code, _, err = run("ledger", "set", "--repo", str(repo.path), "--commit", "HEAD", env=env)
+    assert (code, err) == (0, "")
+    _swap_for_link(repo, "training_src", HOST_DIR)
+    head = repo.commit()
+    copy = tmp_path / "copy"
+    shutil.copytree(repo.path, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    code, out, err = run("plan", "--repo", str(copy), "--head", head, env=env)
+    assert (code, out) == (2, "")
+    assert one_line(err) == (
+        f"[source] dir training_src leaves the repository: training_src resolves to {HOST_DIR}"
+    )
+
+
+def test_the_executors_refuse_to_build_or_upload_through_a_link_made_after_planning(
+    git_repo: GitRepo,
+) -> None:
+    """The plan reads the commit; the steps read the disk, where the directory may since have
+    become a link: each step checks again, before Docker or the bucket sees anything."""
+    repo = confined_repo(git_repo)
+    repo.commit({"training_src/train.py": "x = 2\n", "components/trainer/Dockerfile": "FROM x\n"})
+    code, out, _ = run("plan", "--repo", str(repo.path), "--format", "json")
+    assert code == 0
+    artifacts = json.loads(out)  # only to be sure the plan builds both
+    assert {a["id"] for a in artifacts["actions"]} >= {"upload_source", "build_image:trainer"}
+    _swap_for_link(repo, "training_src", HOST_DIR)
+    _swap_for_link(repo, "components/trainer", HOST_DIR)
+    code, _, err = run("run", "--repo", str(repo.path))
+    assert code == 2
+    assert one_line(err) == (
+        "[components.trainer] context components/trainer leaves the repository: "
+        f"components/trainer resolves to {HOST_DIR}"
+    )
+    names = _artifacts(images={"trainer": "registry.invalid/ct/trainer:c-x"})
+    for action, named in (
+        ("upload_source", f"[source] dir training_src leaves the repository: training_src "
+                          f"resolves to {HOST_DIR}"),
+        ("build_image:trainer", "[components.trainer] context components/trainer leaves the "
+                                f"repository: components/trainer resolves to {HOST_DIR}"),
+    ):  # fmt: skip
+        code, _, err = run("step", action, "--repo", str(repo.path), "--artifacts", names)
+        assert code == 2
+        assert one_line(err) == named
+    assert not (repo.path / ".orchestrator" / "bucket" / "hostile-bucket" / "source").exists()
+
+
+@pytest.mark.parametrize(
+    ("table", "value", "key"),
+    [
+        ("[pipeline]\ndir", '"../elsewhere"', "pipeline.dir"),
+        ("[pipeline]\nparams", '"/etc/params.toml"', "pipeline.params"),
+        ("[source]\ndir", '"src/../../x"', "source.dir"),
+        ("[function]\ndir", '"/srv/function"', "function.dir"),
+        (
+            '[components.a]\ncontext = "a"\ndockerfile',
+            '"../../Dockerfile"',
+            "components.a.dockerfile",
+        ),
+    ],
+)
+def test_rules_toml_paths_that_climb_out_are_config_errors(
+    table: str, value: str, key: str
+) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"\[{re.escape(key)}\] must be a path inside the repository"
+    ):
+        parse_rules(f"version = 1\n{table} = {value}\n")
+    parse_rules('version = 1\n[components.a]\ncontext = "a/b"\ndockerfile = "../Dockerfile"\n')

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import stat
 from collections.abc import Mapping, Sequence
@@ -393,6 +394,11 @@ class Git:
 
 #: a tree entry's mode for a directory, as git writes it inside tree objects
 TREE_MODE = "40000"
+#: a tree entry's mode for a symbolic link (its blob holds the target)
+LINK_MODE = "120000"
+#: symbolic links followed in one path before it counts as a loop: Linux's limit
+#: ("at most 40 symbolic links", path_resolution(7))
+MAX_LINK_HOPS = 40
 
 
 class Snapshot:
@@ -440,6 +446,36 @@ class Snapshot:
             if found is not None and found[1] == "blob":
                 result[path] = found[2]
         return result
+
+    def leaves(self, path: str) -> str | None:
+        """Whether ``path``, checked out, would lead out of the repository: a symbolic link
+        along it (committed as a link, mode 120000) whose target, resolved as the system
+        would from the link's directory, is absolute or climbs above the root. Says which
+        link and where it points; ``None`` when the path stays inside (or does not exist)."""
+        normal = posixpath.normpath(path or ".")
+        if normal.startswith("/") or normal == ".." or normal.startswith("../"):
+            return f"{path} is outside the repository"
+        parts = [part for part in normal.split("/") if part not in ("", ".")]
+        index, hops = 0, 0
+        while index < len(parts):
+            parent = "/".join(parts[:index])
+            self._load([parent])
+            entry = (self._listings.get(parent) or {}).get(parts[index])
+            if entry is None or entry[0] != LINK_MODE:
+                index += 1
+                continue
+            link = "/".join(parts[: index + 1])
+            hops += 1
+            if hops > MAX_LINK_HOPS:  # what the kernel calls ELOOP (path_resolution(7))
+                return f"{link} is one of a loop of symbolic links"
+            [found] = self.git.read_objects([entry[1]])
+            target = found[2].decode("utf-8", "surrogateescape") if found else ""
+            joined = posixpath.normpath(posixpath.join(parent, target))
+            if target.startswith("/") or joined == ".." or joined.startswith("../"):
+                return f"{link} is a symbolic link to {target}"
+            parts = [p for p in joined.split("/") if p not in ("", ".")] + parts[index + 1 :]
+            index = 0  # the rest of the path, from the root again: links may chain
+        return None
 
     def _load(self, dirs: Sequence[str]) -> None:
         wanted: set[str] = set()

@@ -24,7 +24,7 @@ from orchestrator.message import DeployedState, StateError, decode_state, encode
 from orchestrator.model import ChangeSet, Rules
 from orchestrator.planning import plan_changes
 from orchestrator.services import Services
-from orchestrator.trees import CommitTree
+from orchestrator.trees import CommitTree, check_confined
 from orchestrator.workflow import (
     StoreProbe,
     Target,
@@ -99,5 +99,7 @@ def _state_at(
     git = open_repo(target.repo)
     head = require_head(git, commit).sha
     plan = plan_changes(ChangeSet(None, head, "ledger-set", ()), rules, ())
-    names = name_build(CommitTree(git, head), rules, plan, ref)
+    tree = CommitTree(git, head)
+    check_confined(tree, rules)
+    names = name_build(tree, rules, plan, ref)
     return state_of(names, pinned_images(names, StoreProbe(services, rules)), services.env())

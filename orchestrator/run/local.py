@@ -36,6 +36,7 @@ from orchestrator.output import Redactor, wants_rich
 from orchestrator.run import steps
 from orchestrator.run.report import PipelineRun, RunReport, StepReport, StepStatus, overall_status
 from orchestrator.services import STATE_DIR, Services
+from orchestrator.trees import check_confined_on_disk
 
 WORKERS = 2
 
@@ -178,11 +179,12 @@ def run_local(
     """Run ``plan`` here with the real steps, against ``services``.
 
     Raises ``InputError`` before any step runs when a secret the plan needs is not in the
-    environment."""
+    environment, or when a path rules.toml names leads out of the repository on disk."""
     env = services.env()
     shown = progress or NullProgress()
     try:
         secrets.require(rules, plan, env)
+        check_confined_on_disk(repo, rules)  # the disk may differ from the commit planned
     except InputError:
         shown.close()  # a live display would otherwise keep the terminal
         raise

@@ -35,6 +35,7 @@ from orchestrator import objects, shipped
 from orchestrator.adapters import docker as docker_adapter
 from orchestrator.adapters import process, pubsub, storage
 from orchestrator.artifacts import Artifacts
+from orchestrator.contexts import context_path
 from orchestrator.emit.cloudbuild import output_file
 from orchestrator.errors import (
     ConfigError,
@@ -45,6 +46,7 @@ from orchestrator.errors import (
 )
 from orchestrator.model import Action, Plan, Rules
 from orchestrator.run.report import PipelineRun
+from orchestrator.trees import inside_repository
 
 STATE_DIR = ".orchestrator"
 PIPELINE_ROOT_DIR = f"{STATE_DIR}/pipeline-root"
@@ -148,9 +150,13 @@ def build_image(action: Action, ctx: StepContext) -> StepOutcome:
     if component is None:
         raise ConfigError(f"unknown component {action.target!r}", file=ctx.rules.source)
     image = ctx.artifacts.image(component.name)
+    where = f"[components.{component.name}]"
+    context = inside_repository(ctx.repo, component.context, f"{where} context")
+    inside_repository(ctx.repo, context_path(component.context, component.dockerfile),
+                      f"{where} dockerfile")  # fmt: skip
     try:
         pinned = docker_adapter.build_and_push(
-            ctx.repo / component.context,
+            context,
             component.dockerfile,
             image,
             dict(component.build_args),
@@ -190,7 +196,7 @@ def image_refs(ctx: StepContext) -> dict[str, str]:
 
 def upload_source(action: Action, ctx: StepContext) -> StepOutcome:
     """A deterministic tarball of [source].dir to its immutable, content-addressed URI."""
-    source = ctx.repo / ctx.rules.training_source.dir
+    source = inside_repository(ctx.repo, ctx.rules.training_source.dir, "[source] dir")
     if not source.is_dir():
         raise StepFailed(
             f"the training source directory {ctx.rules.training_source.dir} is missing"
@@ -216,6 +222,7 @@ def upload_source(action: Action, ctx: StepContext) -> StepOutcome:
 
 def compile_pipeline(action: Action, ctx: StepContext) -> StepOutcome:
     """Compile with the exact images of this build, then upload the spec immutably."""
+    inside_repository(ctx.repo, ctx.rules.pipeline.dir, "[pipeline] dir")
     argv = python_argv(ctx.rules.pipeline.compile)
     for name, image in sorted(image_refs(ctx).items()):
         argv += ["--image", f"{name}={image}"]
@@ -259,7 +266,7 @@ def deploy_function(action: Action, ctx: StepContext) -> StepOutcome:
     ``<repo>/.orchestrator/function/`` gets the function directory plus the modules it shares
     with this package (``orchestrator.shipped``), which the deployed function imports.
     """
-    source = ctx.repo / ctx.rules.function.dir
+    source = inside_repository(ctx.repo, ctx.rules.function.dir, "[function] dir")
     if not (source / "main.py").is_file():
         raise StepFailed(f"{ctx.rules.function.dir}/main.py does not exist: nothing to deploy")
     stage = ctx.repo / FUNCTION_STAGE_DIR
@@ -347,7 +354,8 @@ def _run_in_process(
     ctx: StepContext, encoded: message_schema.EncodedMessage, published: Mapping[str, Any]
 ) -> StepOutcome:
     """The embedded local default: the function's ``handle_message`` with the local backend."""
-    function = load_function(ctx.repo / ctx.rules.function.dir / "main.py")
+    function_dir = inside_repository(ctx.repo, ctx.rules.function.dir, "[function] dir")
+    function = load_function(function_dir / "main.py")
     pipeline_root = ctx.repo / PIPELINE_ROOT_DIR
     config = function.Config.from_env(
         {
