@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.cloudbuild_server",
     "tests.fixtures.functions",
     "tests.fixtures.docker",
+    "tests.fixtures.faultproxy",
 ]

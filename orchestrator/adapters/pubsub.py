@@ -13,27 +13,32 @@ the function's trigger delivers in any order (see ``publish``), and it has costs
 publish pauses the ordering key until ``resume_publish``, and the default retry deadline
 becomes unbounded (``PublisherClient.publish`` in google-cloud-pubsub 2.x).
 
-Retries are bounded: an unreachable service fails within ``timeout`` seconds with a
-``ServiceUnreachable`` naming it, never after minutes. Delivery is at least once (a publish
-that timed out may still have been delivered), so subscribers must tolerate duplicates.
+Retries are bounded (``orchestrator.retrying``): the codes the generated client itself
+retries for ``Publish`` (ABORTED, CANCELLED, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED,
+UNAVAILABLE, UNKNOWN: ``google/pubsub_v1/services/publisher/transports/base.py``,
+``_prep_wrapped_messages``) are retried with backoff, for at most ``ORCHESTRATOR_RETRY_DEADLINE``
+seconds (60 against Pub/Sub, 10 against the emulator), each attempt waiting at most 10 s; a
+refused connection to an emulator on this machine fails at once. A service that keeps failing
+is a ``ServiceUnreachable`` naming it, never a wait of minutes (the client's own default
+deadline is 600 s). Delivery is at least once (a publish whose answer was lost may have been
+delivered, and is repeated): the message carries one request id, and the runs registry starts
+one run per state whatever the number of deliveries.
 
 google.pubsub_v1 is imported inside ``publish``, so the planning path never pays for it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator import retrying
 from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
 
 EMULATOR_HOST_VAR = "PUBSUB_EMULATOR_HOST"
 
-DEFAULT_TIMEOUT = 30.0
-"""Seconds allowed for the whole publish, retries included."""
-
-_ATTEMPT_TIMEOUT = 10.0
+#: Seconds one Publish attempt may wait for an answer.
+ATTEMPT_TIMEOUT = 10.0
 
 
 def publish(
@@ -44,18 +49,19 @@ def publish(
     ordering_key: str | None,
     *,
     env: Mapping[str, str],
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | None = None,
 ) -> str:
     """Publish ``data`` with ``attributes`` to ``projects/{project}/topics/{topic}``.
 
     ``ordering_key`` is set on the message as it is, as information: it orders nothing unless
     a subscription was created with message ordering enabled, and the subscription behind a
     Cloud Functions Pub/Sub trigger is created by Eventarc, without it (README, "Artifacts and
-    the published message"). Returns the message id the service assigned.
+    the published message"). Returns the message id the service assigned. ``timeout`` is the
+    whole publish's deadline, retries included (default: ``ORCHESTRATOR_RETRY_DEADLINE``).
 
-    Raises ``ServiceUnreachable`` (naming the service and host) if Pub/Sub cannot be reached in
-    time, ``StepFailed`` if the topic does not exist or the publish is refused, and
-    ``InputError`` for arguments Pub/Sub would reject.
+    Raises ``ServiceUnreachable`` (naming the service and host) if Pub/Sub cannot be reached,
+    or keeps failing, until the deadline; ``StepFailed`` if the topic does not exist or the
+    publish is refused; and ``InputError`` for arguments Pub/Sub would reject.
     """
     if not isinstance(data, bytes):
         raise InputError("Pub/Sub message data must be bytes.")
@@ -68,45 +74,60 @@ def publish(
 
     emulator = env.get(EMULATOR_HOST_VAR) or None
     where = f"the Pub/Sub emulator at {emulator} ({EMULATOR_HOST_VAR})" if emulator else "Pub/Sub"
+    total = timeout if timeout is not None else retrying.deadline(env, local=bool(emulator))
+    local = emulator is not None and retrying.is_loopback(emulator)
     topic_path = f"projects/{project}/topics/{topic}"
     client = _client(emulator, where=where)
     message = PubsubMessage(data=data, attributes=dict(attributes), ordering_key=ordering_key or "")
-    deadline = time.monotonic() + timeout
+    retried = (
+        gexc.Aborted,
+        gexc.Cancelled,
+        gexc.DeadlineExceeded,
+        gexc.InternalServerError,
+        gexc.ResourceExhausted,
+        gexc.ServiceUnavailable,
+        gexc.Unknown,
+    )
     topic_ready = not emulator
+
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, retried) and not (local and retrying.refused(exc))
+
+    def attempt(seconds: float) -> str:
+        nonlocal topic_ready
+        if not topic_ready:
+            _ensure_emulator_topic(client, topic_path, where, seconds)
+            topic_ready = True
+        # retry=None: retrying.call is the retry, bounded by the deadline
+        response = client.publish(topic=topic_path, messages=[message], retry=None, timeout=seconds)
+        message_id: str = response.message_ids[0]
+        return message_id
+
     try:
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            per_attempt = max(1.0, min(_ATTEMPT_TIMEOUT, remaining))
-            try:
-                if not topic_ready:
-                    _ensure_emulator_topic(client, topic_path, where, per_attempt)
-                    topic_ready = True
-                # retry=None: this loop is the retry, bounded by ``timeout``.
-                response = client.publish(
-                    topic=topic_path, messages=[message], retry=None, timeout=per_attempt
-                )
-                message_id: str = response.message_ids[0]
-                return message_id
-            except InputError:
-                raise
-            except gexc.NotFound:
-                raise StepFailed(f"Topic {topic_path} does not exist in {where}.") from None
-            except (gexc.PermissionDenied, gexc.Unauthenticated) as exc:
-                raise StepFailed(
-                    f"Publishing to {topic_path} was refused by {where}: {_first_line(exc)}"
-                ) from exc
-            except (gexc.InvalidArgument, ValueError, TypeError) as exc:
-                raise InputError(f"{where} rejected the message: {_first_line(exc)}") from exc
-            except Exception as exc:  # transient transport errors have many types
-                if time.monotonic() + 1 >= deadline:
-                    raise ServiceUnreachable(
-                        f"Cannot reach {where} to publish to {topic_path} "
-                        f"(gave up after {attempt} attempt(s) in {timeout:.0f}s): "
-                        f"{_first_line(exc)}"
-                    ) from exc
-                time.sleep(min(1.0 * attempt, 5.0))
+        return retrying.call(attempt, transient=transient, total=total, cap=ATTEMPT_TIMEOUT)
+    except retrying.GaveUp as exc:
+        raise ServiceUnreachable(
+            f"{where} kept failing to take the message for {topic_path}: "
+            f"{_first_line(exc.last)} ({exc.summary})"
+        ) from exc
+    except InputError:
+        raise
+    except gexc.NotFound:
+        raise StepFailed(f"Topic {topic_path} does not exist in {where}.") from None
+    except (gexc.PermissionDenied, gexc.Unauthenticated) as exc:
+        raise StepFailed(
+            f"Publishing to {topic_path} was refused by {where}: {_first_line(exc)}"
+        ) from exc
+    except (gexc.InvalidArgument, ValueError, TypeError) as exc:
+        raise InputError(f"{where} rejected the message: {_first_line(exc)}") from exc
+    except retried as exc:  # a refused connection to a local emulator: nothing listens there
+        raise ServiceUnreachable(
+            f"Cannot reach {where} to publish to {topic_path}: {_first_line(exc)}"
+        ) from exc
+    except gexc.GoogleAPICallError as exc:
+        raise StepFailed(
+            f"{where} refused the message for {topic_path}: {_first_line(exc)}"
+        ) from exc
     finally:
         client.transport.close()
 
@@ -146,6 +167,4 @@ def _ensure_emulator_topic(client: Any, topic_path: str, where: str, timeout: fl
         raise InputError(f"{where} rejected topic {topic_path}: {_first_line(exc)}") from exc
 
 
-def _first_line(value: object) -> str:
-    text = str(value).strip()
-    return text.splitlines()[0] if text else type(value).__name__
+_first_line = retrying.first_line

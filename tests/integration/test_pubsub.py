@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import threading
+import re
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,14 +12,9 @@ import pytest
 from orchestrator import message
 from orchestrator.adapters import pubsub
 from orchestrator.errors import InputError, ServiceUnreachable
-from tests.fixtures._services import (
-    free_port,
-    log_contains,
-    start_process,
-    stop_process,
-    wait_until,
-)
-from tests.fixtures.pubsub import PubsubEmulator, emulator_jar
+from tests.fixtures._services import free_port
+from tests.fixtures.faultproxy import Fault, FaultProxy
+from tests.fixtures.pubsub import PubsubEmulator
 
 PROJECT = "ct-test-project"
 
@@ -38,14 +32,17 @@ def _subscribe(pubsub_admin: tuple[Any, Any], topic: str, *, ordering: bool) -> 
     return subscription
 
 
-def _pull(pubsub_admin: tuple[Any, Any], subscription: str, count: int) -> list[Any]:
-    """Pull until ``count`` messages arrived (or 15 s passed); ack them; return them in order."""
+def _pull(
+    pubsub_admin: tuple[Any, Any], subscription: str, count: int, *, wait: float = 15
+) -> list[Any]:
+    """Pull until ``count`` messages arrived (or ``wait`` s passed); ack them; return them in
+    order."""
     _, subscriber = pubsub_admin
     received: list[Any] = []
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + wait
     while len(received) < count and time.monotonic() < deadline:
         response = subscriber.pull(
-            request={"subscription": subscription, "max_messages": 10},
+            request={"subscription": subscription, "max_messages": 10, "return_immediately": True},
             retry=None,
             timeout=5,
         )
@@ -59,6 +56,8 @@ def _pull(pubsub_admin: tuple[Any, Any], subscription: str, count: int) -> list[
                 retry=None,
                 timeout=5,
             )
+        else:
+            time.sleep(0.1)
     return received
 
 
@@ -179,39 +178,51 @@ def test_the_run_request_reaches_an_unordered_subscription_as_eventarc_creates_i
     assert message.decode(received.data, dict(received.attributes)) == sent
 
 
-def test_a_failed_attempt_pauses_nothing(pubsub_admin: tuple[Any, Any], tmp_path: Path) -> None:
-    """No client-side ordering: a publish whose first attempts fail (the service not up yet)
-    goes through once it is, and the next one with the same ordering key goes straight through
-    (an ordering-enabled publisher pauses the key after a failure until ``resume_publish``)."""
-    java = shutil.which("java")
-    assert java is not None, "java runs the Pub/Sub emulator"
-    port = free_port()
-    env = {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}
-    outcome: dict[str, Any] = {}
+def test_a_failed_attempt_pauses_nothing(
+    pubsub_emulator: PubsubEmulator,
+    pubsub_admin: tuple[Any, Any],
+    fault_proxy: Callable[..., FaultProxy],
+) -> None:
+    """No client-side ordering: a publish whose first attempts fail (connections reset on
+    the way to the emulator) goes through with backoff, once, and the next one with the same
+    ordering key goes straight through (an ordering-enabled publisher pauses the key after a
+    failure until ``resume_publish``)."""
+    proxy = fault_proxy(pubsub_emulator.host, protocol="tcp")
+    topic = PubsubEmulator.unique_id("late")
+    subscription = _subscribe(pubsub_admin, topic, ordering=False)
+    env = {"PUBSUB_EMULATOR_HOST": proxy.address, "ORCHESTRATOR_RETRY_DEADLINE": "20"}
+    proxy.inject(Fault.reset(first=3))
 
-    def first() -> None:
-        started = time.monotonic()
-        try:
-            outcome["id"] = pubsub.publish(
-                PROJECT, "late-topic", b"m0", {}, "main", env=env, timeout=30
-            )
-        except Exception as error:  # noqa: BLE001 - reported below
-            outcome["error"] = error
-        outcome["seconds"] = time.monotonic() - started
+    first = pubsub.publish(PROJECT, topic, b"m0", {}, "main", env=env)
 
-    publisher = threading.Thread(target=first)
-    publisher.start()
-    time.sleep(2)  # a few attempts fail: nothing listens yet
-    log = tmp_path / "late-emulator.log"
-    proc = start_process(
-        [java, "-jar", str(emulator_jar()), "--host=127.0.0.1", f"--port={port}"], log
-    )
-    try:
-        wait_until(log_contains(log, "Server started"), proc, log, name="late Pub/Sub emulator")
-        publisher.join(timeout=40)
-        assert "error" not in outcome, outcome
-        assert outcome["seconds"] > 2
-        again = pubsub.publish(PROJECT, "late-topic", b"m1", {}, "main", env=env, timeout=10)
-        assert again and again != outcome["id"]
-    finally:
-        stop_process(proc)
+    assert proxy.stats.faulted == 3
+    again = pubsub.publish(PROJECT, topic, b"m1", {}, "main", env=env)
+    assert again != first
+    received = _pull(pubsub_admin, subscription, 2)
+    assert sorted(m.data for m in received) == [b"m0", b"m1"]  # each once
+
+
+def test_a_publish_that_keeps_failing_gives_up_within_the_deadline_naming_the_emulator(
+    pubsub_emulator: PubsubEmulator,
+    pubsub_admin: tuple[Any, Any],
+    fault_proxy: Callable[..., FaultProxy],
+) -> None:
+    proxy = fault_proxy(pubsub_emulator.host, protocol="tcp")
+    topic = PubsubEmulator.unique_id("down")
+    subscription = _subscribe(pubsub_admin, topic, ordering=False)
+    env = {"PUBSUB_EMULATOR_HOST": proxy.address, "ORCHESTRATOR_RETRY_DEADLINE": "3"}
+    proxy.inject(Fault.reset())
+    started = time.monotonic()
+
+    with pytest.raises(ServiceUnreachable) as raised:
+        pubsub.publish(PROJECT, topic, b"never", {}, "main", env=env)
+
+    assert time.monotonic() - started < 6
+    text = str(raised.value)
+    assert "\n" not in text
+    assert text.startswith(f"the Pub/Sub emulator at {proxy.address} (PUBSUB_EMULATOR_HOST)")
+    assert "ORCHESTRATOR_RETRY_DEADLINE=3" in text and "gave up after " in text
+    # retried: gRPC reconnects with its own backoff, so the attempts outnumber connections
+    assert re.search(r"gave up after \d+ attempts", text), text
+    assert proxy.stats.faulted >= 1
+    assert _pull(pubsub_admin, subscription, 1, wait=2) == []
