@@ -1103,13 +1103,17 @@ def log(severity: str, text: str, **fields: Any) -> None:
         sys.stderr.flush()
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# Control characters, and lone surrogates: a JSON envelope may carry "\udcff" in an attribute,
+# which json.loads makes a str no strict UTF-8 reader takes back (Cloud Logging reads the line
+# as UTF-8 JSON).
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:
     """``text`` with the control characters a message, key or value brought in (a newline in
     a parameter name, an escape sequence) escaped as a Python string literal writes them
-    (``\\n``, ``\\x1b``): each log entry's message is one line, whatever it quotes."""
+    (``\\n``, ``\\x1b``, ``\\udcff``): each log entry's message is one line of valid UTF-8,
+    whatever it quotes."""
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
@@ -1170,7 +1174,7 @@ def deliver(
     env = os.environ if environ is None else environ
     pubsub = envelope.get("message") if isinstance(envelope, dict) else None
     raw_id = pubsub.get("messageId", "?") if isinstance(pubsub, dict) else "?"
-    message_id = raw_id[:100] if isinstance(raw_id, str) else "?"
+    message_id = one_line(raw_id[:100]) if isinstance(raw_id, str) else "?"
     try:
         if not isinstance(pubsub, dict) or not isinstance(pubsub.get("data", ""), str):
             raise MessageError("the event carries no Pub/Sub message data")
