@@ -81,7 +81,7 @@ import functools
 import itertools
 from collections.abc import Mapping, Sequence
 
-from orchestrator.adapters.git import Commit, Git
+from orchestrator.adapters.git import Commit, FetchFailed, Git
 from orchestrator.ci_env import BaseHint, ci_base_hint, is_null_sha
 from orchestrator.errors import GitError, InputError
 from orchestrator.model import ChangedPath, ChangeSet, ChangeStatus
@@ -430,14 +430,15 @@ class _History:
     def find(self, rev: str) -> Commit | None:
         """The commit, deepening a shallow clone until it appears (or the limit is hit)."""
         commit = self.git.read_commit(rev)
-        while commit is None and self._deepen():
+        while commit is None and self._deepen(f"the commit {rev}"):
             commit = self.git.read_commit(rev)
         return commit
 
     def require(self, rev: str, commit: Commit | None, source: str) -> Commit:
         """``commit`` (already read for ``rev``) or, when it is missing, the deepened one."""
         if commit is None:
-            while commit is None and self._deepen():
+            alternative = "check the ref" if source == "--head" else "pass a --base that is in it"
+            while commit is None and self._deepen(f"{rev} ({source})", alternative):
                 commit = self.git.read_commit(rev)
             if commit is None:
                 raise self._missing(rev, source)
@@ -449,7 +450,7 @@ class _History:
     def merge_base(self, a: str, b: str) -> str | None:
         """The merge-base; in a shallow clone, deepen until it appears (or the limit is hit)."""
         merge_base = self.git.merge_base(a, b)
-        while merge_base is None and self._deepen():
+        while merge_base is None and self._deepen(f"the merge-base of {a} and {b}"):
             merge_base = self.git.merge_base(a, b)
         return merge_base
 
@@ -469,12 +470,22 @@ class _History:
             self._shallow = self.git.is_shallow()
         return self._shallow
 
-    def _deepen(self) -> bool:
-        """Fetch the next step of history; ``False`` when there is nothing left to try."""
+    def _deepen(self, wanted: str, alternative: str = "pass a --base that is in it") -> bool:
+        """Fetch the next step of history; ``False`` when there is nothing left to try.
+        ``wanted`` names what is looked for, for the error when the fetch fails (a CI
+        checkout whose remote is gone or unreachable: git's reason, and what to do)."""
         if not self._steps or not self.is_shallow():
             return False
         step = self._steps.pop(0)
-        self.git.deepen(step)
+        try:
+            self.git.deepen(step)
+        except FetchFailed as error:
+            raise GitError(
+                f"{wanted} is not in the shallow clone at {self.git.repo}, and fetching more "
+                f"history from '{error.remote}' failed: {error.reason}; {_FETCH_HINT}, or "
+                f"fetch the commit into the clone (git fetch {error.remote} <sha>), or "
+                f"{alternative}."
+            ) from error
         self.deepened_by += step
         self._shallow = None  # the fetch may have reached the root of the history
         return True

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.adapters.git import Commit, Git
+from orchestrator.adapters.git import Commit, FetchFailed, Git, git_reason
 from orchestrator.adapters.process import CommandNotFound
 from orchestrator.errors import GitError
 from tests.fixtures.gitrepo import GitRepo
@@ -235,8 +235,30 @@ def test_deepen_without_a_remote_says_how_to_fix_it(git_repo: GitRepo) -> None:
     git_repo.commit({"a": "a"})
     with pytest.raises(
         GitError, match=r"could not fetch more history from 'origin'.*fetch-depth: 0"
-    ):
+    ) as error:
         Git(git_repo.path).deepen(10)
+    assert isinstance(error.value, FetchFailed)
+    # git's reason, not the generic advice it prints after it
+    assert error.value.reason == "'origin' does not appear to be a git repository"
+
+
+@pytest.mark.parametrize(
+    ("stderr", "reason"),
+    [
+        (
+            b"fatal: '/x/origin' does not appear to be a git repository\n"
+            b"fatal: Could not read from remote repository.\n\n"
+            b"Please make sure you have the correct access rights\nand the repository exists.\n",
+            "'/x/origin' does not appear to be a git repository",
+        ),
+        (b"warning: a\nerror: pathspec 'x' did not match\n", "pathspec 'x' did not match"),
+        (b"something\nlast words\n\n", "last words"),
+        (b"fatal: \n", "fatal:"),
+        (b"", ""),
+    ],
+)
+def test_git_reason_is_the_first_fatal_or_error_line(stderr: bytes, reason: str) -> None:
+    assert git_reason(stderr) == reason
 
 
 # -- existing directories ---------------------------------------------------------------------

@@ -444,3 +444,30 @@ def test_rules_toml_paths_that_climb_out_are_config_errors(
     ):
         parse_rules(f"version = 1\n{table} = {value}\n")
     parse_rules('version = 1\n[components.a]\ncontext = "a/b"\ndockerfile = "../Dockerfile"\n')
+
+
+# -- messages that say too little: a shallow clone whose origin is gone ------------------------
+
+
+def test_a_shallow_clone_whose_origin_is_gone_says_why_the_base_cannot_be_fetched(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    import shutil
+
+    git_repo.commit({"rules.toml": RULES, "training_src/train.py": "x = 0\n"})
+    shas = [git_repo.commit({"training_src/train.py": f"x = {i}\n"}) for i in range(1, 4)]
+    clone = git_repo.clone(tmp_path / "clone", depth=1)
+    origin = git_repo.path.resolve()
+    shutil.rmtree(origin)
+    for argv, missing in (
+        (["--base", shas[0]], f"{shas[0]} (--base)"),
+        ([], f"{shas[1]} (the parent of {shas[2]})"),
+    ):
+        code, out, err = run("plan", "--repo", str(clone.path), *argv)
+        assert (code, out) == (2, ""), err
+        assert one_line(err) == (
+            f"{missing} is not in the shallow clone at {clone.path}, and fetching more history "
+            f"from 'origin' failed: '{origin}' does not appear to be a git repository; fetch the "
+            "full history (GitHub Actions: actions/checkout with fetch-depth: 0), or fetch the "
+            "commit into the clone (git fetch origin <sha>), or pass a --base that is in it."
+        )

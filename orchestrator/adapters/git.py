@@ -48,6 +48,28 @@ _CONFIG_OVERRIDES = (
 )  # fmt: skip
 
 
+def git_reason(stderr: bytes) -> str:
+    """Why git failed, from its standard error: the first line git's ``die()`` or
+    ``error()`` wrote (they prefix ``fatal: `` and ``error: ``: git's usage.c), without the
+    prefix. Not the last line: after the reason, a failed fetch adds generic advice ("Please
+    make sure you have the correct access rights / and the repository exists.", from
+    connect.c). Otherwise the last non-empty line."""
+    for line in stderr.decode("utf-8", "replace").splitlines():
+        for prefix in ("fatal: ", "error: "):
+            if line.startswith(prefix) and line[len(prefix) :].strip():
+                return line[len(prefix) :].strip()
+    return last_line(stderr)
+
+
+class FetchFailed(GitError):
+    """``git fetch`` from the remote failed: ``reason`` is git's own (:func:`git_reason`)."""
+
+    def __init__(self, message: str, *, remote: str, reason: str) -> None:
+        super().__init__(message)
+        self.remote = remote
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Commit:
     """A commit as stored: its id and the parents recorded in the object.
@@ -85,11 +107,11 @@ class Git:
         try:
             return run(argv, env=self._env, input=input, check=check)
         except CommandFailed as exc:
-            detail = last_line(exc.stderr) or f"exit code {exc.returncode}"
+            detail = git_reason(exc.stderr) or f"exit code {exc.returncode}"
             raise GitError(f"git {args[0]} failed in {self.repo}: {detail}") from exc
 
     def _unexpected(self, what: str, completed: CompletedProcess[bytes]) -> GitError:
-        detail = last_line(completed.stderr) or f"exit code {completed.returncode}"
+        detail = git_reason(completed.stderr) or f"exit code {completed.returncode}"
         return GitError(f"git could not {what} in {self.repo}: {detail}")
 
     def is_repository(self) -> bool:
@@ -251,10 +273,13 @@ class Git:
             check=False,
         )  # fmt: skip
         if completed.returncode != 0:
-            raise GitError(
+            reason = git_reason(completed.stderr) or f"exit code {completed.returncode}"
+            raise FetchFailed(
                 f"could not fetch more history from '{remote}' into the shallow clone "
-                f"{self.repo} ({last_line(completed.stderr) or completed.returncode}); "
-                "clone with full history instead (GitHub Actions: fetch-depth: 0)."
+                f"{self.repo} ({reason}); clone with full history instead (GitHub Actions: "
+                "fetch-depth: 0).",
+                remote=remote,
+                reason=reason,
             )
 
     # -- changes ------------------------------------------------------------------
