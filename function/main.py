@@ -174,8 +174,10 @@ except ImportError:  # deployed: the deploy step copies these modules here
 
 MessageError = message.MessageError
 StateError = message.StateError
-#: What redelivery cannot fix: acknowledged with one log line.
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (MessageError, StateError)
+#: What redelivery cannot fix: acknowledged with one log line. A BadUri that gets past the
+#: message's own checks names an object the bucket can never hold (on the local directory
+#: bucket, a part of the key longer than a file name).
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (MessageError, StateError, objects.BadUri)
 Backend = Literal["vertex", "kfp", "local"]
 FUNCTION_DIR = Path(__file__).resolve().parent
 

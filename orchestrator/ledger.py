@@ -120,6 +120,8 @@ def history(location: Location, env: Mapping[str, str]) -> list[DeployedState]:
     """Every state ever recorded here, oldest first."""
     try:
         keys = objects.list_keys(location.bucket, location.history_prefix, env)
+    except objects.BadUri as exc:
+        raise InputError(str(exc)) from exc
     except objects.ObjectError as exc:
         raise StepFailed(f"listing the deploy ledger's history failed: {exc}") from exc
     states = []
@@ -173,5 +175,7 @@ def _write(uri: str, data: bytes, env: Mapping[str, str], *, if_generation: int 
         objects.write(uri, data, env, if_generation=if_generation)
     except objects.PreconditionFailed:
         raise
+    except objects.BadUri as exc:  # as _read: the name, not the service, is at fault
+        raise InputError(str(exc)) from exc
     except objects.ObjectError as exc:
         raise StepFailed(f"writing the deploy ledger failed: {exc}") from exc

@@ -518,6 +518,21 @@ def encode_state(state: DeployedState) -> bytes:
     return data
 
 
+#: The longest branch name a deploy-ledger record holds.
+MAX_BRANCH_LENGTH = 256
+
+
+def is_recordable_branch(branch: object) -> bool:
+    """Whether a deploy-ledger record can hold ``branch``: 1 to :data:`MAX_BRANCH_LENGTH`
+    characters, no control characters (git allows none in a ref name either:
+    https://git-scm.com/docs/git-check-ref-format)."""
+    return (
+        isinstance(branch, str)
+        and 0 < len(branch) <= MAX_BRANCH_LENGTH
+        and not _CONTROL_RE.search(branch)
+    )
+
+
 def decode_state(data: bytes, *, source: str) -> DeployedState:
     """Bytes -> a validated record, or StateError naming ``source`` (the record's URI)."""
 
@@ -540,7 +555,7 @@ def decode_state(data: bytes, *, source: str) -> DeployedState:
         fail(f"unknown field(s): {', '.join(_show(k, 40) for k in unknown[:5])}")
 
     branch = raw["branch"]
-    if not isinstance(branch, str) or not branch or len(branch) > 256 or _CONTROL_RE.search(branch):
+    if not is_recordable_branch(branch):
         fail(f"field 'branch' must be a branch name, not {_show(branch)}")
     pipeline = raw["pipeline"]
     if not isinstance(pipeline, str) or not _PIPELINE_RE.fullmatch(pipeline):

@@ -45,6 +45,7 @@ writer is gone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -149,6 +150,26 @@ def service_name(env: Mapping[str, str]) -> str:
     return "Cloud Storage"
 
 
+@contextlib.contextmanager
+def _on_disk(what: str, target: object, env: Mapping[str, str]) -> Iterator[None]:
+    """The directory backend's OSErrors as errors naming the object: a key whose segment is
+    longer than the file system takes (ENAMETOOLONG; Cloud Storage takes 1024 bytes) is a
+    :class:`BadUri`; anything else (a file where a folder of the key should be, a full disk)
+    an :class:`ObjectError`. Never a bare OSError naming only a path on disk."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise BadUri(
+                f"{target}: the object name is too long for {service_name(env)} (each "
+                "'/'-separated part of it must fit in a file name there)"
+            ) from None
+        detail = exc.strerror or type(exc).__name__
+        if exc.filename:
+            detail += f": {exc.filename}"
+        raise ObjectError(f"{what} {target} in {service_name(env)} failed: {detail}") from exc
+
+
 def local_path(uri: str | Uri, env: Mapping[str, str]) -> Path:
     """Where the local directory backend keeps ``uri``."""
     target = uri if isinstance(uri, Uri) else parse_uri(uri)
@@ -163,16 +184,17 @@ def read(uri: str, env: Mapping[str, str]) -> Stored | None:
     target = parse_uri(uri)
     if backend(env) == "local-dir":
         path = local_path(target, env)
-        if not path.parent.is_dir():
-            return None
-        with _locked(path, shared=True):  # the content and its generation, from one write
-            try:
-                data = path.read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
+        with _on_disk("reading", target, env):
+            if not path.parent.is_dir():
                 return None
-            except IsADirectoryError:
-                raise ObjectError(f"{target} is a directory in {service_name(env)}") from None
-            return Stored(data, _local_generation(path))
+            with _locked(path, shared=True):  # the content and its generation, from one write
+                try:
+                    data = path.read_bytes()
+                except (FileNotFoundError, NotADirectoryError):
+                    return None
+                except IsADirectoryError:
+                    raise ObjectError(f"{target} is a directory in {service_name(env)}") from None
+                return Stored(data, _local_generation(path))
     exceptions = _google_exceptions()
     blob = client(env).bucket(target.bucket).blob(target.key)
     try:
@@ -191,10 +213,11 @@ def generation(uri: str, env: Mapping[str, str]) -> int | None:
     target = parse_uri(uri)
     if backend(env) == "local-dir":
         path = local_path(target, env)
-        if not path.is_file():
-            return None
-        with _locked(path, shared=True):
-            return _local_generation(path) if path.is_file() else None
+        with _on_disk("looking up", target, env):
+            if not path.is_file():
+                return None
+            with _locked(path, shared=True):
+                return _local_generation(path) if path.is_file() else None
     exceptions = _google_exceptions()
     try:
         blob = (
@@ -214,7 +237,8 @@ def generation(uri: str, env: Mapping[str, str]) -> int | None:
 def exists(uri: str, env: Mapping[str, str]) -> bool:
     target = parse_uri(uri)
     if backend(env) == "local-dir":
-        return local_path(target, env).is_file()
+        with _on_disk("looking up", target, env):
+            return local_path(target, env).is_file()
     exceptions = _google_exceptions()
     try:
         blob = client(env).bucket(target.bucket).blob(target.key)
@@ -233,14 +257,15 @@ def list_keys(bucket: str, prefix: str, env: Mapping[str, str]) -> list[str]:
     if backend(env) == "local-dir":
         root = Path(env[LOCAL_BUCKET_ROOT_VAR], bucket)
         base = root.joinpath(*prefix.rstrip("/").split("/")) if prefix else root
-        start = base if base.is_dir() else base.parent
         keys = []
-        for directory, _, files in os.walk(start):
-            for name in files:
-                if not name.startswith("."):
-                    key = Path(directory, name).relative_to(root).as_posix()
-                    if key.startswith(prefix):
-                        keys.append(key)
+        with _on_disk("listing", f"gs://{bucket}/{prefix}", env):
+            start = base if base.is_dir() else base.parent
+            for directory, _, files in os.walk(start):
+                for name in files:
+                    if not name.startswith("."):
+                        key = Path(directory, name).relative_to(root).as_posix()
+                        if key.startswith(prefix):
+                            keys.append(key)
         return sorted(keys)
     exceptions = _google_exceptions()
     try:
@@ -273,7 +298,8 @@ def write(
     whole or not at all."""
     target = parse_uri(uri)
     if backend(env) == "local-dir":
-        return _local_write(local_path(target, env), data, if_generation, target)
+        with _on_disk("writing", target, env):
+            return _local_write(local_path(target, env), data, if_generation, target)
     exceptions = _google_exceptions()
     blob = client(env).bucket(target.bucket).blob(target.key)
     try:

@@ -184,9 +184,17 @@ def ledger_location(rules: Rules, ref: str) -> ledger.Location | None:
     if not rules.project.bucket:
         return None
     from orchestrator import ledger
-    from orchestrator.message import branch_of
+    from orchestrator.bounded import shown
+    from orchestrator.message import MAX_BRANCH_LENGTH, branch_of, is_recordable_branch
 
-    return ledger.Location(rules.project.bucket, rules.project.prefix, branch_of(ref))
+    branch = branch_of(ref)
+    if not is_recordable_branch(branch):
+        # --branch, GITHUB_REF, BRANCH_NAME: refused here, not when the record is encoded
+        raise InputError(
+            f"the branch {shown(branch)} cannot have a deploy ledger: a branch name must be 1 "
+            f"to {MAX_BRANCH_LENGTH} characters without control characters"
+        )
+    return ledger.Location(rules.project.bucket, rules.project.prefix, branch)
 
 
 @dataclass(frozen=True)

@@ -391,10 +391,11 @@ def test_fuzzed_artifacts_through_step_are_exit_0_1_or_2(
 
 # -- the command line --------------------------------------------------------------------------
 
-# Commands that only read: no run, trigger, ledger set or --cloud (nothing is started or
-# written outside the temporary repository and no network is tried).
+# Commands that start nothing: no run, trigger or --cloud (no pipeline, no Docker, no network);
+# ledger set writes only to the temporary local bucket.
 COMMANDS = [["plan"], ["validate"], ["explain", "x"], ["emit"], ["ledger", "show"],
-            ["ledger", "history"], ["setup-gcp", "--print"], ["--dry-run"], []]  # fmt: skip
+            ["ledger", "history"], ["ledger", "set", "--commit", "HEAD"],
+            ["setup-gcp", "--print"], ["--dry-run"], []]  # fmt: skip
 FLAG_VALUES: dict[str, st.SearchStrategy[list[str]]] = {
     "--base": SHA_LIKE.filter(lambda v: isinstance(v, str)).map(lambda v: ["--base", v]),
     "--head": SHA_LIKE.filter(lambda v: isinstance(v, str)).map(lambda v: ["--head", v]),

@@ -17,6 +17,7 @@ from orchestrator.ci_env import read_event_payload
 from orchestrator.cli import main
 from orchestrator.config import parse_rules
 from orchestrator.errors import ConfigError, InputError
+from orchestrator.output import error_line
 from tests.fixtures.gitrepo import GitRepo
 
 ENV = {"PATH": os.environ["PATH"]}
@@ -471,3 +472,63 @@ def test_a_shallow_clone_whose_origin_is_gone_says_why_the_base_cannot_be_fetche
             "full history (GitHub Actions: actions/checkout with fetch-depth: 0), or fetch the "
             "commit into the clone (git fetch origin <sha>), or pass a --base that is in it."
         )
+
+
+# -- found by fuzzing and by reading what the fuzzers reach --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("branch", "reason"),
+    [
+        ("a" * 300, "cannot have a deploy ledger: a branch name must be 1 to 256 characters"),
+        ("x\ny", "cannot have a deploy ledger: a branch name must be 1 to 256 characters"),
+        # 200 characters, 1200 once quoted into the key: too long for a file name on disk
+        ("é" * 200, "the object name is too long for the local bucket directory "),
+    ],
+    ids=["300-characters", "newline", "too-long-on-disk"],
+)
+def test_a_branch_the_ledger_cannot_hold_is_exit_2_not_3(
+    repo: GitRepo, tmp_path: Path, branch: str, reason: str
+) -> None:
+    """Was exit 3 (the record's own check, a StateError, at encoding) or a bare OSError."""
+    env = {**ENV, "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path / "bucket")}
+    for argv in (["set", "--commit", "HEAD"], ["show"], ["history"]):
+        code, out, err = run("ledger", *argv, "--repo", str(repo.path), "--branch", branch, env=env)
+        if code == 0:  # looking finds nothing there, which is no error
+            assert argv != ["set", "--commit", "HEAD"]
+            assert reason.startswith("the object name"), out
+            assert out.endswith(("nothing deployed yet\n", "no history\n")), out
+            continue
+        assert code == 2, err
+        assert reason in one_line(err)
+    code, _, err = run("plan", "--repo", str(repo.path), env={**env, "BRANCH_NAME": "a" * 300})
+    assert code == 2
+    assert "cannot have a deploy ledger" in one_line(err)
+
+
+def test_the_directory_bucket_names_the_object_not_a_path_when_the_disk_refuses(
+    tmp_path: Path,
+) -> None:
+    """Every OSError of the local directory backend (a key longer than a file name, a file
+    where a folder of the key should be) is an error naming the gs:// URI, never a bare
+    OSError (exit 3 in the CLI, a redelivered message in the function)."""
+    from orchestrator import objects
+
+    env = {objects.LOCAL_BUCKET_ROOT_VAR: str(tmp_path)}
+    long = f"gs://fuzz-bucket/{'a' * 300}"
+    for call in (
+        lambda: objects.read(long, env),
+        lambda: objects.write(long, b"x", env, if_generation=None),
+        lambda: objects.generation(long, env),
+        lambda: objects.exists(long, env),
+    ):
+        (tmp_path / "fuzz-bucket").mkdir(exist_ok=True)
+        with pytest.raises(objects.BadUri, match=rf"^{long}: the object name is too long for"):
+            call()
+    objects.write("gs://fuzz-bucket/file", b"x", env, if_generation=None)
+    with pytest.raises(objects.ObjectError) as error:
+        objects.write("gs://fuzz-bucket/file/below", b"x", env, if_generation=None)
+    assert str(error.value).startswith(
+        f"writing gs://fuzz-bucket/file/below in the local bucket directory {tmp_path} failed: "
+    )
+    assert error_line(str(error.value)).count("\n") == 1

@@ -47,9 +47,12 @@ JSON = st.recursive(
     ),
     max_leaves=10,
 )
+#: a key Cloud Storage takes (1024 bytes at most) but no file system does (255 per name)
+LONG_KEY = f"gs://ct-test-bucket/{'a' * 300}.yaml"
 WEIRD = st.text(max_size=30) | st.sampled_from(
     ["", "gs://ct-test-bucket/../x", "gs://other/x", "/etc/passwd", "a\nb", "\x1b[2J", "\udcff",
-     "x" * 5000, "9" * 5000, "gs://ct-test-bucket/", "gs://ct-test-bucket/a//b", "HEAD"]
+     "x" * 5000, "9" * 5000, "gs://ct-test-bucket/", "gs://ct-test-bucket/a//b", "HEAD",
+     LONG_KEY, "gs://ct-test-bucket/pipelines/spec.yaml/x"]
 )  # fmt: skip
 
 
@@ -234,3 +237,29 @@ def test_a_lone_surrogate_in_an_attribute_or_the_message_id_is_logged_as_valid_u
         f"ignored message m-\\udcff\\n: \\udcff gs://{local_bucket.bucket}/data/x.csv: only "
         "OBJECT_FINALIZE (a new object) starts a run"
     )
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        (
+            LONG_KEY,
+            f"{LONG_KEY}: the object name is too long for the local bucket directory ",
+        ),
+        (
+            "gs://ct-test-bucket/pipelines/spec.yaml/x",
+            "the pipeline spec gs://ct-test-bucket/pipelines/spec.yaml/x does not exist",
+        ),
+    ],
+    ids=["long-key", "key-below-a-file"],
+)
+def test_a_spec_uri_the_directory_bucket_cannot_hold_is_rejected_not_redelivered(
+    local_bucket: LocalBucket, fuzz_env: dict[str, str], uri: str, reason: str
+) -> None:
+    """Found by the fuzzing above: the directory backend's OSError (ENAMETOOLONG) escaped as
+    a transient failure, so the message would have been redelivered for an hour."""
+    data = json.dumps(valid_message(local_bucket, pipeline_spec_uri=uri)).encode()
+    envelope = {"message": {"data": base64.b64encode(data).decode(), "messageId": "long"}}
+    result, lines = deliver(load_function(), envelope, fuzz_env)
+    assert_acknowledged_with_one_line(result, lines)
+    assert json.loads(lines[0])["message"].startswith(f"rejected message long: {reason}")
