@@ -532,3 +532,14 @@ def test_the_directory_bucket_names_the_object_not_a_path_when_the_disk_refuses(
         f"writing gs://fuzz-bucket/file/below in the local bucket directory {tmp_path} failed: "
     )
     assert error_line(str(error.value)).count("\n") == 1
+
+
+def test_validate_escapes_a_line_break_in_a_missing_context(repo: GitRepo) -> None:
+    """validate wrote its problems without error_line: a context holding a newline made two."""
+    rules = RULES + '\n[components.a]\ncontext = "a\\nb"\n'
+    repo.commit({"rules.toml": rules})
+    code, _, err = run("validate", "--repo", str(repo.path))
+    assert code == 2
+    assert one_line(err) == (
+        f"{repo.path / 'rules.toml'}: [components.a] context 'a\\nb' does not exist at HEAD"
+    )

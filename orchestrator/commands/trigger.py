@@ -21,6 +21,7 @@ from orchestrator.commands.io import CommandIO
 from orchestrator.config import load_rules
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, ConfigError, InputError
 from orchestrator.message import REASONS, ActionSummary, DeployedState, run_identity
+from orchestrator.output import error_line
 from orchestrator.run import steps
 from orchestrator.run.report import format_metrics
 from orchestrator.services import Services
@@ -108,7 +109,7 @@ def run(
         metrics = format_metrics(outcome.pipeline_run.metrics)
         io.stdout.write(f"pipeline run {outcome.pipeline_run.run_id}: {metrics}\n")
     if outcome.error:
-        io.stderr.write(f"orchestrator: error: {outcome.error}\n")
+        io.stderr.write(error_line(outcome.error))
         return EXIT_STEP_FAILED
     spec = objects.read(state.pipeline_spec_uri, env)
     run_id = ""

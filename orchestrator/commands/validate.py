@@ -38,7 +38,7 @@ def run(target: Target, io: CommandIO, *, cloud: bool = False, access: Access | 
                     f"'{component.context or '.'}' does not exist at {target.head}"
                 )
     for problem in problems:
-        io.stderr.write(f"orchestrator: error: {problem}\n")
+        io.stderr.write(error_line(problem))
     if problems:
         return EXIT_BAD_INPUT
     io.stdout.write(
