@@ -15,7 +15,7 @@ from typing import IO, Any, TypeVar
 
 from orchestrator.matching import RuleExplanation
 from orchestrator.model import ACTION_KINDS, Action, Plan, Reason, Skipped
-from orchestrator.output import undecodable
+from orchestrator.output import one_line, undecodable
 
 PLAN_SCHEMA = 1
 T = TypeVar("T")
@@ -169,7 +169,8 @@ def render_text(plan: Plan) -> str:
         lines.append(f"Unmatched: {len(plan.unmatched)} path(s) matched no rule")
         lines.extend(f"     - {p}" for p in plan.unmatched[:SHOWN_REASONS])
     lines.extend(f"Warning: {w}" for w in plan.warnings)
-    return "\n".join(lines) + "\n"
+    # one line each, whatever a path holds (a newline or an escape sequence in a file name)
+    return "\n".join(map(one_line, lines)) + "\n"
 
 
 def print_table(plan: Plan, console: Any) -> None:
@@ -187,7 +188,7 @@ def print_table(plan: Plan, console: Any) -> None:
             str(index),
             action.id,
             "\n".join(action.needs),
-            escape("\n".join(summarize_reasons(action))),
+            escape("\n".join(map(one_line, summarize_reasons(action)))),
             end_section=True,
         )
     if plan.actions:
@@ -197,13 +198,15 @@ def print_table(plan: Plan, console: Any) -> None:
             f"{escape(f'Plan for {describe_range(plan)}')}\n[green]Nothing to do.[/green]"
         )
     for line in describe_existing(plan):
-        console.print(f"[dim]{escape(line)}[/dim]")
+        console.print(f"[dim]{escape(one_line(line))}[/dim]")
     if plan.skipped:
         console.print(f"[dim]Skipped {len(plan.skipped)} path(s) that change nothing.[/dim]")
     if plan.unmatched:
         console.print(f"[yellow]{len(plan.unmatched)} path(s) matched no rule.[/yellow]")
     for warning in plan.warnings:
-        console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", markup=True, highlight=False)
+        console.print(
+            f"[yellow]Warning:[/yellow] {escape(one_line(warning))}", markup=True, highlight=False
+        )
 
 
 # -- markdown ------------------------------------------------------------------------------
@@ -315,4 +318,4 @@ def render_explanations(
                     through = f" the directory {v.through!r}" if v.through else ""
                     lines.append(f"    {v.pattern!r}: {mark}{through}")
         lines.append(f"  => {outcome}" + (f": {', '.join(actions)}" if actions else ""))
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(one_line, lines)) + "\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import output
 from orchestrator.artifacts import Artifacts
 from orchestrator.bounded import MAX_EVENT_PAYLOAD_BYTES, TooLarge, load_json, read_capped
 from orchestrator.ci_env import read_event_payload
@@ -543,3 +544,92 @@ def test_validate_escapes_a_line_break_in_a_missing_context(repo: GitRepo) -> No
     assert one_line(err) == (
         f"{repo.path / 'rules.toml'}: [components.a] context 'a\\nb' does not exist at HEAD"
     )
+
+
+# -- every JSON output stays JSON, whatever the file names ---------------------------------------
+
+HOSTILE_NAMES = {
+    "not-utf8": "training_src/bad-" + b"\xff\xfe".decode("utf-8", "surrogateescape") + ".py",
+    "newline": "training_src/new\nline.py",
+    "control": "training_src/tab\tand\x1b[2Jescape.py",
+    "quote-backslash": 'training_src/q"uote\\back.py',
+}
+JSON_COMMANDS = {
+    "plan-json": ["plan", "--format", "json"],
+    "plan-json-all-paths": ["plan", "--format", "json", "--all-paths"],
+    "dry-run-json": ["--dry-run", "--format", "json"],
+    "plan-github": ["plan", "--format", "github"],
+    "ledger-show": ["ledger", "show"],
+}
+
+
+def _json_documents(command: str, out: str, github_output: Path) -> list[object]:
+    """The JSON each command writes: its stdout, or (github) the JSON step outputs; the
+    ledger's after its header line."""
+    if command == "plan-github":
+        text = github_output.read_bytes().decode("utf-8")  # strict: valid UTF-8
+        outputs = dict(line.split("=", 1) for line in text.splitlines())
+        return [json.loads(outputs["actions"]), json.loads(outputs["images"])]
+    if command == "ledger-show":
+        header, _, body = out.partition("\n")
+        assert header.endswith("):"), out
+        return [json.loads(body)]
+    assert out.count("\n") == 1, out  # one line of compact JSON
+    return [json.loads(out)]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_NAMES))
+@pytest.mark.parametrize("command", sorted(JSON_COMMANDS))
+def test_every_json_output_stays_valid_json_whatever_the_file_names(
+    repo: GitRepo, tmp_path: Path, command: str, name: str
+) -> None:
+    path = HOSTILE_NAMES[name]
+    repo.commit({path: "x = 3\n"})
+    github_output = tmp_path / "github_output"
+    env = {
+        **ENV,
+        "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path / "bucket"),
+        "GITHUB_OUTPUT": str(github_output),
+    }
+    if command == "ledger-show":
+        code, _, err = run("ledger", "set", "--repo", str(repo.path), "--commit", "HEAD", env=env)
+        assert (code, err) == (0, "")
+    # a strict UTF-8 stream: what a pipe to a JSON reader gets
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
+    err_stream = io.StringIO()
+    code = main(
+        [*JSON_COMMANDS[command], "--repo", str(repo.path)],
+        stdout=stdout,
+        stderr=err_stream,
+        env=env,
+    )
+    stdout.flush()
+    assert (code, err_stream.getvalue()) == (0, "")
+    out = raw.getvalue().decode("utf-8")
+    documents = _json_documents(command, out, github_output)
+    if command.startswith(("plan-json", "dry-run")):
+        [plan] = documents
+        assert isinstance(plan, dict)
+        shown = json.dumps(plan, ensure_ascii=False)
+        # the name as written: control characters as JSON escapes, undecodable bytes \xNN
+        assert json.dumps(path.replace("\udcff", "\\xff").replace("\udcfe", "\\xfe"))[1:-1] in (
+            shown
+        )
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_NAMES))
+@pytest.mark.parametrize("command", ["plan", "dry-run", "explain"])
+def test_text_outputs_show_a_hostile_file_name_on_one_line(
+    repo: GitRepo, command: str, name: str
+) -> None:
+    """The plain-text plan and explain wrote a path's newline or escape sequence raw: a file
+    name could forge lines of the plan, or clear the terminal."""
+    path = HOSTILE_NAMES[name]
+    repo.commit({path: "x = 4\n"})
+    argv = {"plan": ["plan"], "dry-run": ["--dry-run"], "explain": ["explain", path]}[command]
+    code, out, err = run(*argv, "--repo", str(repo.path))
+    assert (code, err) == (0, "")
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f\ud800-\udfff]", out), out
+    escaped = output.one_line(path)
+    assert any(line.lstrip(" -").startswith(escaped) for line in out.splitlines()), out
