@@ -151,7 +151,7 @@ def service_name(env: Mapping[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def _on_disk(what: str, target: object, env: Mapping[str, str]) -> Iterator[None]:
+def on_disk(what: str, target: object, env: Mapping[str, str]) -> Iterator[None]:
     """The directory backend's OSErrors as errors naming the object: a key whose segment is
     longer than the file system takes (ENAMETOOLONG; Cloud Storage takes 1024 bytes) is a
     :class:`BadUri`; anything else (a file where a folder of the key should be, a full disk)
@@ -184,7 +184,7 @@ def read(uri: str, env: Mapping[str, str]) -> Stored | None:
     target = parse_uri(uri)
     if backend(env) == "local-dir":
         path = local_path(target, env)
-        with _on_disk("reading", target, env):
+        with on_disk("reading", target, env):
             if not path.parent.is_dir():
                 return None
             with _locked(path, shared=True):  # the content and its generation, from one write
@@ -213,7 +213,7 @@ def generation(uri: str, env: Mapping[str, str]) -> int | None:
     target = parse_uri(uri)
     if backend(env) == "local-dir":
         path = local_path(target, env)
-        with _on_disk("looking up", target, env):
+        with on_disk("looking up", target, env):
             if not path.is_file():
                 return None
             with _locked(path, shared=True):
@@ -237,7 +237,7 @@ def generation(uri: str, env: Mapping[str, str]) -> int | None:
 def exists(uri: str, env: Mapping[str, str]) -> bool:
     target = parse_uri(uri)
     if backend(env) == "local-dir":
-        with _on_disk("looking up", target, env):
+        with on_disk("looking up", target, env):
             return local_path(target, env).is_file()
     exceptions = _google_exceptions()
     try:
@@ -258,7 +258,7 @@ def list_keys(bucket: str, prefix: str, env: Mapping[str, str]) -> list[str]:
         root = Path(env[LOCAL_BUCKET_ROOT_VAR], bucket)
         base = root.joinpath(*prefix.rstrip("/").split("/")) if prefix else root
         keys = []
-        with _on_disk("listing", f"gs://{bucket}/{prefix}", env):
+        with on_disk("listing", f"gs://{bucket}/{prefix}", env):
             start = base if base.is_dir() else base.parent
             for directory, _, files in os.walk(start):
                 for name in files:
@@ -298,7 +298,7 @@ def write(
     whole or not at all."""
     target = parse_uri(uri)
     if backend(env) == "local-dir":
-        with _on_disk("writing", target, env):
+        with on_disk("writing", target, env):
             return _local_write(local_path(target, env), data, if_generation, target)
     exceptions = _google_exceptions()
     blob = client(env).bucket(target.bucket).blob(target.key)

@@ -116,7 +116,9 @@ WEIRD_TEXT = st.text(
     alphabet=st.characters(codec=None, exclude_categories=()), max_size=20
 ) | st.sampled_from(
     ["", "..", "../x", "/etc", "a\nb", "\x00", "\x1b[2J", "*", "!", "**/", "[", "\\",
-     "gs://b/../x", "\udcff", "é", "a" * 300, "projects/p/secrets/s/versions/latest"]
+     "gs://b/../x", "\udcff", "é", "a" * 300, "projects/p/secrets/s/versions/latest",
+     f"gs://fuzz-bucket/{'a' * 300}.tar.gz", "gs://fuzz-bucket/training_src",
+     "gs://fuzz-bucket/source/x/training_src.tar.gz/below"]
 )  # fmt: skip
 KEYS = st.sampled_from(
     [k for keys in TABLES.values() for k in keys] + ["name", "paths", "do", "version"]
@@ -360,7 +362,29 @@ def near_valid_artifacts(draw: st.DrawFn) -> str:
     return json.dumps(data)
 
 
-ARTIFACTS_TEXT = near_valid_artifacts() | JSON.map(json.dumps) | st.text(max_size=100)
+#: an object key: '/'-separated parts of any text, some longer than a file name may be
+OBJECT_KEYS = st.lists(
+    st.text(min_size=1, max_size=12) | st.sampled_from(["a" * 256, "é" * 200, ".", ".."]),
+    min_size=1,
+    max_size=3,
+).map("/".join)
+
+
+@st.composite
+def artifacts_naming_objects(draw: st.DrawFn) -> str:
+    """Valid artifacts but for the objects they name, which the steps read and write."""
+    data = dict(VALID_ARTIFACTS)
+    for name in ("source_uri", "spec_uri"):
+        data[name] = f"gs://fuzz-bucket/{draw(OBJECT_KEYS)}"
+    return json.dumps(data)
+
+
+ARTIFACTS_TEXT = (
+    near_valid_artifacts()
+    | artifacts_naming_objects()
+    | JSON.map(json.dumps)
+    | st.text(max_size=100)
+)
 
 
 @IN_PROCESS
@@ -373,18 +397,22 @@ def test_fuzzed_artifacts_are_artifacts_or_an_input_error(text: str) -> None:
 
 
 # Actions whose step cannot reach a service here: a bad --artifacts is refused before anything
-# runs, and a valid one fails for want of Docker or a pipeline (exit 1), or uploads to the
-# repository's local bucket.
-STEP_ACTIONS = ["upload_source", "compile_pipeline", "nonsense", "build_image:trainer",
-                "build_image:", ""]  # fmt: skip
+# runs, and a valid one fails for want of Docker or a pipeline (exit 1: nothing in the bucket
+# is a compiled spec, so publish never starts a run), or uploads to a temporary local bucket.
+STEP_ACTIONS = ["upload_source", "compile_pipeline", "publish", "nonsense",
+                "build_image:trainer", "build_image:", ""]  # fmt: skip
 
 
-@THROUGH_CLI
+@settings(THROUGH_CLI, max_examples=100)  # cheap: most are refused before any work
 @given(st.sampled_from(STEP_ACTIONS), ARTIFACTS_TEXT)
 def test_fuzzed_artifacts_through_step_are_exit_0_1_or_2(
-    repo: GitRepo, action: str, text: str
+    repo: GitRepo, tmp_path_factory: pytest.TempPathFactory, action: str, text: str
 ) -> None:
-    env = {**ENV, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    env = {
+        **ENV,
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path_factory.getbasetemp() / "step-bucket"),
+    }
     code, _, err = run("step", action, "--repo", str(repo.path), "--artifacts", text, env=env)
     assert_clean_exit(code, err)
 

@@ -633,3 +633,31 @@ def test_text_outputs_show_a_hostile_file_name_on_one_line(
     assert not re.search("[\x00-\x09\x0b-\x1f\x7f\ud800-\udfff]", out), out
     escaped = output.one_line(path)
     assert any(line.lstrip(" -").startswith(escaped) for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize(
+    ("action", "uri", "code", "reason"),
+    [
+        ("upload_source", "gs://hostile-bucket/" + "a" * 256, 2,
+         "gs://hostile-bucket/" + "a" * 256 + ": the object name is too long for the local "),
+        ("publish", "gs://hostile-bucket/" + "a" * 256, 2,
+         "gs://hostile-bucket/" + "a" * 256 + ": the object name is too long for the local "),
+        ("publish", "gs://hostile-bucket/folder", 1,
+         "reading gs://hostile-bucket/folder in the local bucket directory "),
+        ("upload_source", "gs://hostile-bucket/folder", 1,
+         "writing gs://hostile-bucket/folder in the local bucket directory "),
+    ],
+    ids=["upload-long-key", "publish-long-key", "publish-directory", "upload-directory"],
+)  # fmt: skip
+def test_a_step_naming_an_object_the_directory_bucket_cannot_hold_names_it(
+    repo: GitRepo, tmp_path: Path, action: str, uri: str, code: int, reason: str
+) -> None:
+    """Found by fuzzing step --artifacts: the storage adapter's directory backend let the
+    OSError through (exit 3, naming a path on disk, not the object)."""
+    bucket = tmp_path / "bucket"
+    (bucket / "hostile-bucket" / "folder").mkdir(parents=True)
+    env = {**ENV, "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(bucket)}
+    artifacts = _artifacts(source_uri=uri, spec_uri=uri)
+    got, _, err = run("step", action, "--repo", str(repo.path), "--artifacts", artifacts, env=env)
+    assert got == code, err
+    assert one_line(err).startswith(reason)

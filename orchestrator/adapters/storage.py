@@ -145,7 +145,8 @@ def upload_bytes(
     md5 = hashlib.md5(data, usedforsecurity=False)
     backend = backend_for(env)
     if backend == "local-dir":
-        created = _local_create(_local_path(env[LOCAL_BUCKET_ROOT_VAR], target), data, target)
+        with objects.on_disk("writing", target, env):  # an OSError names the object
+            created = _local_create(_local_path(env[LOCAL_BUCKET_ROOT_VAR], target), data, target)
     else:
         created = _gcs_create(target, data, md5.digest(), content_type, env)
     return UploadResult(uri=str(target), size=len(data), md5=md5.hexdigest(), created=created)
@@ -167,12 +168,14 @@ def download_bytes(uri: str, *, env: Mapping[str, str]) -> bytes:
     target = parse_gcs_uri(uri)
     if backend_for(env) == "local-dir":
         path = _local_path(env[LOCAL_BUCKET_ROOT_VAR], target)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise ObjectNotFound(
-                f"{target} does not exist in the local bucket (no file {_shown_path(path, None)})."
-            ) from None
+        with objects.on_disk("reading", target, env):  # an OSError names the object
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                raise ObjectNotFound(
+                    f"{target} does not exist in the local bucket (no file "
+                    f"{_shown_path(path, None)})."
+                ) from None
 
     from google.api_core import exceptions as gexc
 
@@ -196,7 +199,8 @@ def object_exists(uri: str, *, env: Mapping[str, str]) -> bool:
     """Whether the object at ``uri`` exists (a metadata request; nothing is downloaded)."""
     target = parse_gcs_uri(uri)
     if backend_for(env) == "local-dir":
-        return _local_path(env[LOCAL_BUCKET_ROOT_VAR], target).is_file()
+        with objects.on_disk("looking up", target, env):
+            return _local_path(env[LOCAL_BUCKET_ROOT_VAR], target).is_file()
 
     from google.api_core import exceptions as gexc
 
