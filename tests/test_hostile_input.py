@@ -661,3 +661,30 @@ def test_a_step_naming_an_object_the_directory_bucket_cannot_hold_names_it(
     got, _, err = run("step", action, "--repo", str(repo.path), "--artifacts", artifacts, env=env)
     assert got == code, err
     assert one_line(err).startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"schema": 1, "branch": "ma', "the record is not JSON"),
+        (b"", "the record is empty"),
+        (b"[1]", "it must be a JSON object, not a list"),
+        (b"\xff\xfe", "the record is not UTF-8"),
+    ],
+    ids=["truncated", "empty", "list", "not-utf8"],
+)
+def test_a_corrupt_ledger_object_is_named_by_its_uri_in_every_command(
+    repo: GitRepo, tmp_path: Path, content: bytes, reason: str
+) -> None:
+    from orchestrator import objects
+
+    env = {**ENV, "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path / "bucket"), "BRANCH_NAME": "main"}
+    uri = "gs://hostile-bucket/ct/ledger/main/default.json"
+    objects.write(uri, content, env, if_generation=None)
+    objects.write(uri.replace(".json", ".history/1.json"), content, env, if_generation=None)
+    for argv in (["ledger", "show"], ["ledger", "history"], ["plan", "--since-deployed"]):
+        code, out, err = run(*argv, "--repo", str(repo.path), env=env)
+        assert (code, out) == (2, ""), argv
+        line = one_line(err)
+        assert line.startswith("the deploy-ledger record gs://hostile-bucket/ct/ledger/main/"), line
+        assert f"is unusable: {reason}" in line, line
