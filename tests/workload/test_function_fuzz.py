@@ -263,3 +263,33 @@ def test_a_spec_uri_the_directory_bucket_cannot_hold_is_rejected_not_redelivered
     result, lines = deliver(load_function(), envelope, fuzz_env)
     assert_acknowledged_with_one_line(result, lines)
     assert json.loads(lines[0])["message"].startswith(f"rejected message long: {reason}")
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"ct-trigger": "schedule"},
+        {
+            "eventType": "OBJECT_FINALIZE",
+            "bucketId": "ct-test-bucket",
+            "objectId": "data/new.csv",
+            "objectGeneration": "7",
+            "payloadFormat": "NONE",
+        },
+    ],
+    ids=["scheduled-retrain", "data-notification"],
+)
+def test_a_corrupt_ledger_is_named_by_its_uri_when_a_message_needs_it(
+    local_bucket: LocalBucket, fuzz_env: dict[str, str], attributes: dict[str, str]
+) -> None:
+    """Errors about a bucket object name its URI: the deploy ledger a retrain starts from."""
+    env = {**fuzz_env, "CT_STATE_PREFIX": f"fuzz-{uuid.uuid4().hex[:8]}"}
+    ledger = f"gs://{local_bucket.bucket}/{env['CT_STATE_PREFIX']}/ledger/main/default.json"
+    objects.write(ledger, b'{"schema": 1, "bra', env, if_generation=None)
+    envelope = {"message": {"data": "", "attributes": attributes, "messageId": "corrupt"}}
+    result, lines = deliver(load_function(), envelope, env)
+    assert_acknowledged_with_one_line(result, lines)
+    assert json.loads(lines[0])["message"].startswith(
+        f"rejected message corrupt: the deploy-ledger record {ledger} is unusable: the record "
+        "is not JSON"
+    )
