@@ -260,6 +260,63 @@ def test_fuzzed_rules_toml_through_validate_is_exit_0_or_2(
     assert_clean_exit(code, err, allowed=(0, 2))
 
 
+PATTERN_TEXT = st.text(alphabet="*?[]!/\\.^-{},ab\n é", min_size=1, max_size=12)
+REPO_PATHS = st.text(alphabet="*?[]!/\\.^-ab\n\t é", min_size=1, max_size=15)
+
+
+@IN_PROCESS
+@given(
+    st.lists(st.lists(PATTERN_TEXT, min_size=1, max_size=4), min_size=1, max_size=3),
+    st.lists(REPO_PATHS | st.sampled_from(["training_src/train.py", "a/b/c", "README.md"]),
+             min_size=1, max_size=4),
+)  # fmt: skip
+def test_fuzzed_patterns_match_any_path_or_are_a_config_error(
+    patterns: list[list[str]], paths: list[str]
+) -> None:
+    """Rules that parse, with any gitignore-style patterns, plan any path without a crash."""
+    from orchestrator.model import ChangedPath, ChangeSet
+    from orchestrator.planning import UnmatchedPathsError, plan_changes
+
+    text = "version = 1\n" + "".join(
+        f'[[rule]]\nname = "r{i}"\npaths = {toml_value(p)}\ndo = "upload_source"\n'
+        for i, p in enumerate(patterns)
+    )
+    rules = check_rules_outcome(text)
+    if isinstance(rules, ConfigError):
+        return
+    changes = ChangeSet(None, "HEAD", "fuzz", tuple(ChangedPath("M", p) for p in paths))
+    try:
+        plan_changes(changes, rules, ())
+    except UnmatchedPathsError as error:
+        assert error_line(str(error)).count("\n") == 1
+
+
+@THROUGH_CLI
+@given(
+    st.lists(st.lists(PATTERN_TEXT, min_size=1, max_size=3), min_size=1, max_size=2),
+    st.lists(REPO_PATHS, min_size=1, max_size=3),
+)
+def test_fuzzed_patterns_through_explain_and_plan_are_exit_0_or_2(
+    repo: GitRepo, tmp_path_factory: pytest.TempPathFactory, patterns: list[list[str]],
+    paths: list[str],
+) -> None:  # fmt: skip
+    text = BASE_RULES + "".join(
+        f'[[rule]]\nname = "r{i}"\npaths = {toml_value(p)}\ndo = "upload_source"\n'
+        for i, p in enumerate(patterns)
+    )
+    path = tmp_path_factory.getbasetemp() / "pattern-rules.toml"
+    path.write_text(text, encoding="utf-8")
+    common = ["--repo", str(repo.path), "--rules", str(path)]
+    code, out, err = run("explain", *common, *paths)
+    assert_clean_exit(code, err, allowed=(0, 2))
+    assert not re.search("[\x00-\x09\x0b-\x1f]", out), out
+    changed = [arg for p in paths for arg in ("--changed", p)]
+    code, out, err = run("plan", *common, "--format", "json", *changed)
+    assert_clean_exit(code, err, allowed=(0, 2))
+    if code == 0:
+        json.loads(out)
+
+
 # -- GitHub event payloads ---------------------------------------------------------------------
 
 JSON = st.recursive(
