@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -26,8 +27,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import message, objects
+from tests.fixtures.functions import FunctionServer
 from tests.workload.conftest import LocalBucket
-from tests.workload.test_function import PARAMS, SHA, function_env, load_function, valid_message
+from tests.workload.test_function import (
+    PARAMS,
+    REPO,
+    SHA,
+    function_env,
+    load_function,
+    valid_message,
+)
 
 FUZZ = settings(
     max_examples=150,
@@ -293,3 +302,43 @@ def test_a_corrupt_ledger_is_named_by_its_uri_when_a_message_needs_it(
         f"rejected message corrupt: the deploy-ledger record {ledger} is unusable: the record "
         "is not JSON"
     )
+
+
+@pytest.fixture(scope="module")
+def served(
+    functions_framework: Callable[..., FunctionServer],
+    local_bucket: LocalBucket,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> FunctionServer:
+    """The function in a real functions-framework process. Its bucket is not the one the
+    fuzzed requests name, so that none can start a real pipeline run (the in-process tests
+    above take valid ones to the backend)."""
+    env = {
+        **function_env(local_bucket, tmp_path_factory.mktemp("served-root")),
+        "CT_BUCKET": "ct-other-bucket",
+        "CT_DATA_PREFIX": "data/",
+        "PYTHONPATH": str(REPO),
+    }
+    return functions_framework(
+        source=REPO / "function/main.py", target="on_message", env=env, cwd=REPO
+    )
+
+
+@settings(FUZZ, max_examples=25)
+@given(data=st.data())
+def test_fuzzed_envelopes_through_functions_framework_are_acknowledged(
+    served: FunctionServer, local_bucket: LocalBucket, data: st.DataObject
+) -> None:
+    """The same envelopes as JSON over HTTP, parsed by functions-framework: HTTP 200 (Pub/Sub
+    takes it as an acknowledgement) and one log line."""
+    envelope = data.draw(envelopes(local_bucket))
+    before = len(_function_lines(served))
+    status, _ = served.post_cloudevent(envelope)
+    assert status == 200
+    new = _function_lines(served)[before:]
+    assert len(new) == 1, new
+    assert_acknowledged_with_one_line(None if "rejected" in new[0] else object(), new)
+
+
+def _function_lines(server: FunctionServer) -> list[str]:
+    return [line for line in server.log().splitlines() if line.startswith('{"severity"')]
