@@ -13,7 +13,10 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -543,3 +546,31 @@ def test_the_flags_fuzzed_are_the_real_ones() -> None:
             parsers += action.choices.values()
     options = {o for parser in parsers for action in parser._actions for o in action.option_strings}
     assert {f for f in FLAG_VALUES if f.startswith("--")} - options == {"--unknown"}
+
+
+# -- the real process --------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@settings(THROUGH_CLI, max_examples=12)
+@given(rules_documents(), st.sampled_from(["validate", "plan"]))
+def test_fuzzed_rules_toml_through_the_real_process_with_an_ascii_locale(
+    repo: GitRepo, tmp_path_factory: pytest.TempPathFactory, text: str, command: str
+) -> None:
+    """``python -m orchestrator`` itself, its streams ASCII (LC_ALL=C, no PYTHONIOENCODING):
+    whatever rules.toml holds, exit 0 or 2 and at most one error line, no traceback."""
+    path = tmp_path_factory.getbasetemp() / "process-rules.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    env = {"PATH": os.environ["PATH"], "LC_ALL": "C", "PYTHONPATH": str(REPO_ROOT),
+           "PYTHONIOENCODING": "ascii:strict", "PYTHONUTF8": "0"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", command, "--repo", str(repo.path),
+         "--rules", str(path), "--format", "json"] if command == "plan" else
+        [sys.executable, "-m", "orchestrator", command, "--repo", str(repo.path),
+         "--rules", str(path)],
+        env=env, capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    err = done.stderr.decode("ascii")  # strict: every byte written is ASCII
+    done.stdout.decode("ascii")
+    assert_clean_exit(done.returncode, err, allowed=(0, 2))
