@@ -530,8 +530,11 @@ def test_fuzzed_command_lines_are_exit_0_1_or_2(
     repo: GitRepo, tmp_path_factory: pytest.TempPathFactory, argv: list[str]
 ) -> None:
     env = {**ENV, "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path_factory.getbasetemp() / "b")}
-    code, _, err = run(*argv, "--repo", str(repo.path), env=env)
+    code, out, err = run(*argv, "--repo", str(repo.path), env=env)
     assert_clean_exit(code, err)
+    formats = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--format"]
+    if code == 0 and formats and formats[-1] == "json" and argv[0] in ("plan", "--dry-run"):
+        json.loads(out)  # whatever --changed named, the plan is JSON
 
 
 def test_the_flags_fuzzed_are_the_real_ones() -> None:
