@@ -107,6 +107,7 @@ _PIPELINE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _BAD_TEXT_RE = re.compile(r"[\x00\ud800-\udfff]")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _FIELDS_V1 = frozenset(
     {
         "schema",
@@ -524,12 +525,14 @@ MAX_BRANCH_LENGTH = 256
 
 def is_recordable_branch(branch: object) -> bool:
     """Whether a deploy-ledger record can hold ``branch``: 1 to :data:`MAX_BRANCH_LENGTH`
-    characters, no control characters (git allows none in a ref name either:
-    https://git-scm.com/docs/git-check-ref-format)."""
+    characters of text, no control characters (git allows none in a ref name either:
+    https://git-scm.com/docs/git-check-ref-format) and no lone surrogate (what Python makes of
+    a command-line argument that is not UTF-8; a JSON record is UTF-8)."""
     return (
         isinstance(branch, str)
         and 0 < len(branch) <= MAX_BRANCH_LENGTH
         and not _CONTROL_RE.search(branch)
+        and not _SURROGATE_RE.search(branch)
     )
 
 

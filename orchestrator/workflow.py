@@ -192,7 +192,7 @@ def ledger_location(rules: Rules, ref: str) -> ledger.Location | None:
         # --branch, GITHUB_REF, BRANCH_NAME: refused here, not when the record is encoded
         raise InputError(
             f"the branch {shown(branch)} cannot have a deploy ledger: a branch name must be 1 "
-            f"to {MAX_BRANCH_LENGTH} characters without control characters"
+            f"to {MAX_BRANCH_LENGTH} characters of UTF-8 text without control characters"
         )
     return ledger.Location(rules.project.bucket, rules.project.prefix, branch)
 

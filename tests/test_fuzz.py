@@ -69,13 +69,18 @@ def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def assert_clean_exit(code: int, err: str, allowed: tuple[int, ...] = (0, 1, 2)) -> None:
-    """The exit code is a verdict, not a bug; an error is exactly one line."""
+def assert_clean_exit(
+    code: int, err: str, allowed: tuple[int, ...] = (0, 1, 2), *, several: bool = False
+) -> None:
+    """The exit code is a verdict, not a bug; an error is exactly one line. ``several``:
+    validate lists every missing component context, each its own one-line error."""
     assert code in allowed, (code, err)
     assert "Traceback" not in err, err
     if code != 0:
-        assert err.startswith("orchestrator: error: "), err
-        assert err.count("\n") == 1 and err.endswith("\n"), err
+        lines = err.splitlines(keepends=True)
+        assert len(lines) == 1 or (several and len(lines) > 1), err
+        for line in lines:
+            assert line.startswith("orchestrator: error: ") and line.endswith("\n"), err
         assert "internal error" not in err, err
 
 
@@ -260,7 +265,7 @@ def test_fuzzed_rules_toml_through_validate_is_exit_0_or_2(
     path = tmp_path_factory.getbasetemp() / "cli-rules.toml"
     path.write_text(text, encoding="utf-8", errors="surrogateescape")
     code, _, err = run("validate", "--repo", str(repo.path), "--rules", str(path))
-    assert_clean_exit(code, err, allowed=(0, 2))
+    assert_clean_exit(code, err, allowed=(0, 2), several=True)
 
 
 PATTERN_TEXT = st.text(alphabet="*?[]!/\\.^-{},ab\n é", min_size=1, max_size=12)
@@ -531,10 +536,28 @@ def test_fuzzed_command_lines_are_exit_0_1_or_2(
 ) -> None:
     env = {**ENV, "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path_factory.getbasetemp() / "b")}
     code, out, err = run(*argv, "--repo", str(repo.path), env=env)
-    assert_clean_exit(code, err)
+    assert_clean_exit(code, err, several=argv[:1] == ["validate"])
     formats = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--format"]
     if code == 0 and formats and formats[-1] == "json" and argv[0] in ("plan", "--dry-run"):
         json.loads(out)  # whatever --changed named, the plan is JSON
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # found by fuzzing: a --branch that is not UTF-8 was exit 3 (urllib's quote)
+        ["ledger", "show", "--branch", b"\xed\xb3\xbf".decode("utf-8", "surrogateescape")],
+        ["ledger", "set", "--commit", "HEAD", "--branch", "\udcff"],
+    ],
+)
+def test_command_lines_fuzzing_found(
+    repo: GitRepo, tmp_path_factory: pytest.TempPathFactory, argv: list[str]
+) -> None:
+    env = {**ENV, "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path_factory.getbasetemp() / "b")}
+    code, _, err = run(*argv, "--repo", str(repo.path), env=env)
+    assert code == 2
+    assert_clean_exit(code, err)
+    assert "cannot have a deploy ledger" in err
 
 
 def test_the_flags_fuzzed_are_the_real_ones() -> None:
@@ -576,4 +599,4 @@ def test_fuzzed_rules_toml_through_the_real_process_with_an_ascii_locale(
     )  # fmt: skip
     err = done.stderr.decode("ascii")  # strict: every byte written is ASCII
     done.stdout.decode("ascii")
-    assert_clean_exit(done.returncode, err, allowed=(0, 2))
+    assert_clean_exit(done.returncode, err, allowed=(0, 2), several=command == "validate")

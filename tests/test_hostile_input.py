@@ -483,10 +483,12 @@ def test_a_shallow_clone_whose_origin_is_gone_says_why_the_base_cannot_be_fetche
     [
         ("a" * 300, "cannot have a deploy ledger: a branch name must be 1 to 256 characters"),
         ("x\ny", "cannot have a deploy ledger: a branch name must be 1 to 256 characters"),
+        # found by fuzzing: an argument that is not UTF-8 (exit 3 from urllib's quote)
+        (b"\xed\xb3\xbf".decode("utf-8", "surrogateescape"), "cannot have a deploy ledger"),
         # 200 characters, 1200 once quoted into the key: too long for a file name on disk
         ("é" * 200, "the object name is too long for the local bucket directory "),
     ],
-    ids=["300-characters", "newline", "too-long-on-disk"],
+    ids=["300-characters", "newline", "not-utf8", "too-long-on-disk"],
 )
 def test_a_branch_the_ledger_cannot_hold_is_exit_2_not_3(
     repo: GitRepo, tmp_path: Path, branch: str, reason: str
