@@ -340,7 +340,7 @@ JSON = st.recursive(
 )
 SHA_LIKE = JSON | st.sampled_from(
     ["0" * 40, "0" * 64, "HEAD", "HEAD~1", "main", "-x", "--output=x", "a" * 40, "", " ",
-     "HEAD\n", "@{-1}", ":/", "..", "x" * 1000]
+     "HEAD\n", "@{-1}", ":/", "..", "x" * 1000, "\udcff", "HEAD\udcff"]
 )  # fmt: skip
 EVENT_NAMES = ["push", "pull_request", "pull_request_target", "merge_group",
                "workflow_dispatch", "schedule", ""]  # fmt: skip
@@ -558,6 +558,15 @@ def test_command_lines_fuzzing_found(
     assert code == 2
     assert_clean_exit(code, err)
     assert "cannot have a deploy ledger" in err
+
+
+@pytest.mark.parametrize("flag", ["--base", "--head"])
+def test_a_revision_that_is_not_utf8_is_not_a_commit(repo: GitRepo, flag: str) -> None:
+    """Was exit 3: the revision went to git's stdin through a strict UTF-8 encode."""
+    code, _, err = run("plan", flag, "a\udcff", "--repo", str(repo.path))
+    assert code == 2
+    assert_clean_exit(code, err)
+    assert f"a\\xff ({flag}) is not a commit in the clone at" in err
 
 
 def test_the_flags_fuzzed_are_the_real_ones() -> None:

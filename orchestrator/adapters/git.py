@@ -133,7 +133,9 @@ class Git:
         for rev in revs:
             if not rev or "\n" in rev:
                 raise GitError(f"'{rev}' is not a valid revision.")
-        request = "".join(f"{rev}^{{commit}}\n" for rev in revs).encode()
+        # surrogateescape: a revision from a command line that is not UTF-8 reaches git as the
+        # bytes given (as argv does, os.fsencode), and is then simply not a commit
+        request = "".join(f"{rev}^{{commit}}\n" for rev in revs).encode("utf-8", "surrogateescape")
         out = self._run(
             "cat-file", "--batch=%(objectname) %(objecttype) %(objectsize)", input=request
         ).stdout
@@ -165,7 +167,7 @@ class Git:
         shared by one commit and other objects to the commit, so this only sees prefixes
         git itself cannot resolve.
         """
-        request = "".join(f"{rev}\n" for rev in revs).encode()
+        request = "".join(f"{rev}\n" for rev in revs).encode("utf-8", "surrogateescape")
         out = self._run("cat-file", "--batch-check=%(objectname)", input=request).stdout
         headers = out.decode("utf-8", "surrogateescape").split("\n")
         for rev, header in zip(revs, headers, strict=False):
