@@ -153,7 +153,8 @@ def service_name(env: Mapping[str, str]) -> str:
 @contextlib.contextmanager
 def on_disk(what: str, target: object, env: Mapping[str, str]) -> Iterator[None]:
     """The directory backend's OSErrors as errors naming the object: a key whose segment is
-    longer than the file system takes (ENAMETOOLONG; Cloud Storage takes 1024 bytes) is a
+    longer than the file system takes (ENAMETOOLONG; Cloud Storage takes names of "1-1024
+    bytes when UTF-8 encoded", https://cloud.google.com/storage/docs/objects#naming) is a
     :class:`BadUri`; anything else (a file where a folder of the key should be, a full disk)
     an :class:`ObjectError`. Never a bare OSError naming only a path on disk."""
     try:
