@@ -690,3 +690,32 @@ def test_a_corrupt_ledger_object_is_named_by_its_uri_in_every_command(
         line = one_line(err)
         assert line.startswith("the deploy-ledger record gs://hostile-bucket/ct/ledger/main/"), line
         assert f"is unusable: {reason}" in line, line
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"source_uri": "gs://hostile-bucket/."}, "field 'source_uri': 'gs://hostile-bucket/.' is"),
+        ({"commit": "not-a-sha"}, "field 'commit' must be a 40-character lowercase hex sha"),
+        ({"ref": "main"}, "field 'ref' must be a full git ref like refs/heads/main"),
+    ],
+    ids=["unclean-source-uri", "commit", "ref"],
+)
+def test_publishing_artifacts_the_function_would_reject_is_exit_2(
+    repo: GitRepo, tmp_path: Path, changes: dict[str, object], reason: str
+) -> None:
+    """Found by fuzzing step --artifacts: publish built the run request and its validation
+    (MessageError, the function's own rules) surfaced as exit 3."""
+    from orchestrator import objects
+
+    env = {**ENV, "ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(tmp_path / "bucket")}
+    spec = "gs://hostile-bucket/pipelines/x/pipeline.yaml"
+    objects.write(spec, b"not a spec", env, if_generation=None)
+    artifacts = _artifacts(spec_uri=spec, **changes)
+    code, _, err = run(
+        "step", "publish", "--repo", str(repo.path), "--artifacts", artifacts, env=env
+    )
+    assert code == 2, err
+    assert one_line(err).startswith(
+        f"cannot publish the run request these artifacts make: {reason}"
+    )

@@ -298,7 +298,12 @@ def publish(action: Action, ctx: StepContext) -> StepOutcome:
 
 def send(ctx: StepContext, msg: message_schema.PublishMessage) -> StepOutcome:
     """Publish ``msg`` to the topic, or hand it to the function in this process."""
-    encoded = message_schema.encode(msg)
+    try:  # encode validates as the function will: never publish what it would reject
+        encoded = message_schema.encode(msg)
+    except message_schema.MessageError as exc:
+        # Everything in the request comes from the artifacts (step --artifacts) or the
+        # checkout and its CI environment (the ref): the input is at fault, not the tool.
+        raise InputError(f"cannot publish the run request these artifacts make: {exc}") from exc
     published = message_schema.to_json_dict(msg)
     if ctx.publish_mode == "pubsub":
         project, topic = ctx.rules.project.gcp_project, ctx.rules.project.topic
