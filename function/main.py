@@ -1108,7 +1108,9 @@ def log(severity: str, text: str, **fields: Any) -> None:
 # Control characters, and lone surrogates: a JSON envelope may carry "\udcff" in an attribute,
 # which json.loads makes a str no strict UTF-8 reader takes back (Cloud Logging reads the line
 # as UTF-8 JSON).
-_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# C1 controls (NEL, CSI) and U+2028/2029 too: line breaks to str.splitlines() and some
+# readers (https://docs.python.org/3/library/stdtypes.html#str.splitlines).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:

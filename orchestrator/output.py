@@ -29,12 +29,17 @@ def error_line(message: str) -> str:
     return f"orchestrator: error: {one_line(message)}\n"
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# C0 and C1 control characters (C1 holds NEL, U+0085, and CSI, U+009B, which some terminals
+# take as an escape sequence) and the Unicode line and paragraph separators: what
+# str.splitlines() and terminals may break a line at or act on
+# (https://docs.python.org/3/library/stdtypes.html#str.splitlines).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def one_line(text: str) -> str:
-    """``text`` with control characters escaped as Python writes them in a string literal
-    (``\\n``, ``\\t``, ``\\x1b``) and lone surrogates as :func:`undecodable` does."""
+    """``text`` with control characters and line separators escaped as Python writes them
+    in a string literal (``\\n``, ``\\t``, ``\\x1b``, ``\\x85``, ``\\u2028``) and lone
+    surrogates as :func:`undecodable` does."""
     if _CONTROL.search(text):
         text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
     return undecodable(text)

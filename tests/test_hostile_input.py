@@ -555,6 +555,7 @@ HOSTILE_NAMES = {
     "newline": "training_src/new\nline.py",
     "control": "training_src/tab\tand\x1b[2Jescape.py",
     "quote-backslash": 'training_src/q"uote\\back.py',
+    "line-separators": "training_src/nel\x85csi\x9b[2Jls\u2028ps\u2029.py",
 }
 JSON_COMMANDS = {
     "plan-json": ["plan", "--format", "json"],
@@ -613,11 +614,9 @@ def test_every_json_output_stays_valid_json_whatever_the_file_names(
     if command.startswith(("plan-json", "dry-run")):
         [plan] = documents
         assert isinstance(plan, dict)
-        shown = json.dumps(plan, ensure_ascii=False)
-        # the name as written: control characters as JSON escapes, undecodable bytes \xNN
-        assert json.dumps(path.replace("\udcff", "\\xff").replace("\udcfe", "\\xfe"))[1:-1] in (
-            shown
-        )
+        # the name as given, but for bytes that are not UTF-8: \xNN (output.undecodable)
+        expected = path.replace("\udcff", "\\xff").replace("\udcfe", "\\xfe")
+        assert expected in [change["path"] for change in plan["changes"]]
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_NAMES))
@@ -632,7 +631,7 @@ def test_text_outputs_show_a_hostile_file_name_on_one_line(
     argv = {"plan": ["plan"], "dry-run": ["--dry-run"], "explain": ["explain", path]}[command]
     code, out, err = run(*argv, "--repo", str(repo.path))
     assert (code, err) == (0, "")
-    assert not re.search("[\x00-\x09\x0b-\x1f\x7f\ud800-\udfff]", out), out
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]", out), out
     escaped = output.one_line(path)
     assert any(line.lstrip(" -").startswith(escaped) for line in out.splitlines()), out
 
@@ -718,4 +717,15 @@ def test_publishing_artifacts_the_function_would_reject_is_exit_2(
     assert code == 2, err
     assert one_line(err).startswith(
         f"cannot publish the run request these artifacts make: {reason}"
+    )
+
+
+def test_an_argument_holding_a_unicode_line_break_makes_one_error_line(repo: GitRepo) -> None:
+    """Found by fuzzing: NEL (U+0085) is a line break to str.splitlines() and some readers,
+    and C1's CSI (U+009B) starts a terminal escape sequence: both are escaped now."""
+    code, _, err = run("plan", "--branch", "\x85\x9b[2J\u2028", "--repo", str(repo.path))
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert one_line(err) == (
+        "unrecognized arguments: --branch \\x85\\x9b[2J\\u2028 (see orchestrator --help)"
     )

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import io
 import json
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -145,7 +146,8 @@ def assert_acknowledged_with_one_line(result: object, lines: list[str]) -> None:
     assert len(lines) == 1, lines
     entry = json.loads(lines[0])
     assert entry["severity"] in ("INFO", "ERROR"), entry
-    assert not any(c in entry["message"] for c in "\n\r\x1b"), entry
+    # one line to any reader: no C0 or C1 control, no Unicode line or paragraph separator
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", entry["message"]), entry
     # valid UTF-8 once parsed: no lone surrogate, in the message or the message id
     entry["message"].encode()
     str(entry.get("message_id", "")).encode()
