@@ -263,7 +263,7 @@ def test_fuzzed_rules_toml_through_validate_is_exit_0_or_2(
     repo: GitRepo, tmp_path_factory: pytest.TempPathFactory, text: str
 ) -> None:
     path = tmp_path_factory.getbasetemp() / "cli-rules.toml"
-    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
     code, _, err = run("validate", "--repo", str(repo.path), "--rules", str(path))
     assert_clean_exit(code, err, allowed=(0, 2), several=True)
 
@@ -596,7 +596,7 @@ def test_fuzzed_rules_toml_through_the_real_process_with_an_ascii_locale(
     """``python -m orchestrator`` itself, its streams ASCII (LC_ALL=C, no PYTHONIOENCODING):
     whatever rules.toml holds, exit 0 or 2 and at most one error line, no traceback."""
     path = tmp_path_factory.getbasetemp() / "process-rules.toml"
-    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
     env = {"PATH": os.environ["PATH"], "LC_ALL": "C", "PYTHONPATH": str(REPO_ROOT),
            "PYTHONIOENCODING": "ascii:strict", "PYTHONUTF8": "0"}  # fmt: skip
     done = subprocess.run(
