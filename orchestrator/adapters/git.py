@@ -416,6 +416,8 @@ class Snapshot:
         #: directory -> {name: (mode, object id)}; None when it is not a directory
         self._listings: dict[str, dict[str, tuple[str, str]] | None] = {}
         self._root: str | None = None
+        #: the directories read so far that hold a symbolic link
+        self._linked: set[str] = set()
 
     def tree_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
         """The tree id of each directory (normalized, ``""`` the root), or ``None``."""
@@ -447,19 +449,27 @@ class Snapshot:
                 result[path] = found[2]
         return result
 
-    def leaves(self, path: str) -> str | None:
-        """Whether ``path``, checked out, would lead out of the repository: a symbolic link
-        along it (committed as a link, mode 120000) whose target, resolved as the system
-        would from the link's directory, is absolute or climbs above the root. Says which
-        link and where it points; ``None`` when the path stays inside (or does not exist)."""
-        normal = posixpath.normpath(path or ".")
+    def leaves(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """For each path, whether it, checked out, would lead out of the repository: a
+        symbolic link along it (committed as a link, mode 120000) whose target, resolved as the
+        system would from the link's directory, is absolute or climbs above the root. Says
+        which link and where it points; ``None`` when the path stays inside (or does not
+        exist). The directories along every path are read together, one git call per level."""
+        normals = {path: posixpath.normpath(path or ".") for path in paths}
+        self._load(
+            [n.rpartition("/")[0] for n in normals.values() if not n.startswith(("/", ".."))]
+        )
+        return {path: self._leaves(path, normal) for path, normal in normals.items()}
+
+    def _leaves(self, path: str, normal: str) -> str | None:
         if normal.startswith("/") or normal == ".." or normal.startswith("../"):
             return f"{path} is outside the repository"
         parts = [part for part in normal.split("/") if part not in ("", ".")]
         index, hops = 0, 0
         while index < len(parts):
             parent = "/".join(parts[:index])
-            self._load([parent])
+            if parent not in self._listings:
+                self._load([parent])
             entry = (self._listings.get(parent) or {}).get(parts[index])
             if entry is None or entry[0] != LINK_MODE:
                 index += 1
@@ -508,7 +518,10 @@ class Snapshot:
                     continue
                 if not directory:
                     self._root = found[0]
-                self._listings[directory] = parse_tree(found[2], found[0])
+                listing = parse_tree(found[2], found[0])
+                self._listings[directory] = listing
+                if any(mode == LINK_MODE for mode, _ in listing.values()):
+                    self._linked.add(directory)
 
 
 def parse_tree(data: bytes, oid: str) -> dict[str, tuple[str, str]]:
