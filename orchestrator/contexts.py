@@ -58,7 +58,7 @@ class BuildContext:
         """Whether Docker sends ``path`` (which this context holds) to the builder."""
         if self.ignore is None:
             return True
-        from orchestrator.dockerignore import always_sent
+        from orchestrator.dockerpaths import always_sent
 
         relative = self.relative(path)
         ignore_file = self.relative(self.ignore_file) if self.ignore_file else None
@@ -130,7 +130,7 @@ def ignore_candidates(component: Component) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=256)
 def _candidates(dockerfile: str) -> tuple[str, ...]:
-    from orchestrator.dockerignore import ignore_file_candidates
+    from orchestrator.dockerpaths import ignore_file_candidates
 
     return ignore_file_candidates(dockerfile)
 
@@ -159,9 +159,11 @@ def build_contexts(
     ignore file is a :class:`ConfigError` naming it and its line.
     """
     if parse is None:
-        from orchestrator.dockerignore import parse_dockerignore
 
         def parse(text: str, source: str, dockerfile: str) -> Ignore:
+            # imported only when a context has an ignore file: most plans need no rules
+            from orchestrator.dockerignore import parse_dockerignore
+
             return parse_dockerignore(text, source=source, dockerfile=dockerfile)
 
     contexts = {}
