@@ -157,7 +157,7 @@ class _Finisher:
             self.names,
             images=tuple((name, self.pinned.get(name, ref)) for name, ref in self.names.images),
         )
-        finished = replace(self.plan, actions=assemble(self.drafts), existing=tuple(self.existing))
+        finished = self.plan._replace(actions=assemble(self.drafts), existing=tuple(self.existing))
         return Finished(finished, artifacts, run_id, self.names)
 
     def _add(self, action_id: str, note: str) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # git's ctype.c (``sane_ctype``) and git-compat-util.h: ASCII only.
 _ALPHA = frozenset(range(ord("a"), ord("z") + 1)) | frozenset(range(ord("A"), ord("Z") + 1))
@@ -91,8 +92,7 @@ _GLOB_SPECIAL_RE = re.compile(rb"[*?[\\]")
 _BAD_LITERAL_SEGMENT = re.compile(rb"(?:^|/)\.{0,2}(?:/|$)")
 
 
-@dataclass(frozen=True, slots=True)
-class GitPattern:
+class GitPattern(NamedTuple):
     """One compiled pattern.
 
     ``basename`` patterns (no ``/`` but a trailing one) are matched against the last component

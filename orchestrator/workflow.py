@@ -73,7 +73,7 @@ def with_overrides(rules: Rules, env: Mapping[str, str]) -> Rules:
     changed = {key: env[var] for key, var in PROJECT_OVERRIDES.items() if env.get(var)}
     if not changed:
         return rules
-    return replace(rules, project=replace(rules.project, **changed))
+    return rules._replace(project=rules.project._replace(**changed))
 
 
 def make_plan(
@@ -237,7 +237,7 @@ def prepare(
         names = replace(names, data_version=data_version)
     except ConfigError as exc:
         warning = f"not checked against what exists: {exc.message}"
-        plan = replace(planned.plan, warnings=(*planned.plan.warnings, warning))
+        plan = planned.plan._replace(warnings=(*planned.plan.warnings, warning))
         placeholder = Artifacts("", "", "", (), "", "", ())
         return Prepared(target, rules, Finished(plan, placeholder), planned, services, exc)
     finished = finish(

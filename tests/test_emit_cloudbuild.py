@@ -554,7 +554,7 @@ def test_gcloud_accepts_every_emitted_flag(tmp_path: Path, extra: str) -> None:
 
 
 def _tags_for(rules: Rules, branch: str, commit: str = HEAD) -> list[str]:
-    plan = dataclasses.replace(_plan(rules, "src/app.py"), head=commit)
+    plan = _plan(rules, "src/app.py")._replace(head=commit)
     artifacts = dataclasses.replace(_artifacts(rules), ref=f"refs/heads/{branch}")
     config = emit_build(plan, rules, artifacts)
     assert config is not None
