@@ -16,8 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from orchestrator.errors import ConfigError
 from orchestrator.model import Component, Rules, TreeEntry
@@ -37,8 +36,7 @@ def holds(context: str, path: str) -> bool:
     return not context or path == context or path.startswith(context + "/")
 
 
-@dataclass(frozen=True, slots=True)
-class BuildContext:
+class BuildContext(NamedTuple):
     """One component's context at head."""
 
     component: Component
@@ -135,8 +133,7 @@ def _candidates(dockerfile: str) -> tuple[str, ...]:
     return ignore_file_candidates(dockerfile)
 
 
-@dataclass(frozen=True, slots=True)
-class _Everywhere:
+class _Everywhere(NamedTuple):
     """Several ignore files apply (BuildKit reads ``<Dockerfile>.dockerignore``, the classic
     builder ``.dockerignore``): a path is left out only when every one leaves it out."""
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrator import objects
 from orchestrator.adapters.git import Git
@@ -37,8 +36,7 @@ if TYPE_CHECKING:  # the deploy ledger and the runs registry load only when a bu
     from orchestrator import ledger
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """What the user pointed the tool at: a repository, its rules file, a range."""
 
     repo: Path
@@ -85,8 +83,7 @@ def make_plan(
     return planned.rules, planned.plan
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(NamedTuple):
     """A plan by the diff, with what finishing it needs."""
 
     rules: Rules
@@ -189,8 +186,7 @@ def ledger_location(rules: Rules, ref: str) -> ledger.Location | None:
     return ledger.Location(rules.project.bucket, rules.project.prefix, branch_of(ref))
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """The finished plan every command shows and every executor runs."""
 
     target: Target
@@ -234,7 +230,7 @@ def prepare(
             planned.tree, rules, planned.plan, planned.ref, data_uri=data_uri,
             contexts=planned.contexts,
         )  # fmt: skip
-        names = replace(names, data_version=data_version)
+        names = names._replace(data_version=data_version)
     except ConfigError as exc:
         warning = f"not checked against what exists: {exc.message}"
         plan = planned.plan._replace(warnings=(*planned.plan.warnings, warning))
@@ -249,7 +245,7 @@ def prepare(
         images_required=services.images_required,
         buildable=frozenset(n for n, c in planned.contexts.items() if c.exists),
     )
-    return Prepared(target, rules, finished, replace(planned, deployed=deployed), services)
+    return Prepared(target, rules, finished, planned._replace(deployed=deployed), services)
 
 
 class StoreProbe:
@@ -435,7 +431,7 @@ def name_build(
         parameters=parameters,
         function_input=function_input,
     )
-    return replace(names, data_uri=data_uri)
+    return names._replace(data_uri=data_uri)
 
 
 def open_checkout(repo: Path) -> Git | None:

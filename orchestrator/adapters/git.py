@@ -19,9 +19,9 @@ import posixpath
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import NamedTuple
 
 from orchestrator.adapters.process import CommandFailed, last_line, run
 from orchestrator.errors import GitError
@@ -48,8 +48,7 @@ _CONFIG_OVERRIDES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(NamedTuple):
     """A commit as stored: its id and the parents recorded in the object.
 
     ``parents`` are the real parents even in a shallow clone (where git pretends the
