@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from typing import NamedTuple
 
 # git's ctype.c (``sane_ctype``) and git-compat-util.h: ASCII only.
@@ -64,18 +63,20 @@ _SLASH = ord("/")
 _ALL_BYTES = frozenset(range(256))
 
 
-@dataclass(frozen=True, slots=True)
 class _Star:
-    """A run of ``*`` inside a segment (``**`` that is not a whole segment is a ``*``)."""
+    """A run of ``*`` inside a segment (``**`` that is not a whole segment is a ``*``); one
+    instance, ``_STAR``."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
 class _Any:
-    """``?``: one byte that is not ``/``."""
+    """``?``: one byte that is not ``/``; one instance, ``_ANY``."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Set:
+class _Set(NamedTuple):
     """A bracket expression: the bytes it matches (never ``/``)."""
 
     members: frozenset[int]
