@@ -458,6 +458,11 @@ class Snapshot:
         self._load(
             [n.rpartition("/")[0] for n in normals.values() if not n.startswith(("/", ".."))]
         )
+        if not self._linked:  # no link along any of them: only '..' or '/' can lead out
+            return {
+                path: self._leaves(path, normal) if normal.startswith(("/", "..")) else None
+                for path, normal in normals.items()
+            }
         return {path: self._leaves(path, normal) for path, normal in normals.items()}
 
     def _leaves(self, path: str, normal: str) -> str | None:
