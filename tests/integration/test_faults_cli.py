@@ -1,0 +1,280 @@
+"""Faults end to end: ``python -m orchestrator run --executor local`` as a user runs it, with
+every service it talks to (fake-gcs-server, the Pub/Sub emulator, a registry) behind the fault
+proxy, named through the variables the tool reads (``orchestrator/services.py``:
+``STORAGE_EMULATOR_HOST``, ``PUBSUB_EMULATOR_HOST``; ``ORCHESTRATOR_REGISTRY``).
+
+A transient fault is ridden out and the run succeeds; a permanent one is exit 1 with one line
+naming the service, nothing is published and the deploy ledger does not move; the next run,
+with the service back, completes the work and publishes once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.fixtures.docker import LocalRegistry
+from tests.fixtures.faultproxy import Fault, FaultProxy
+from tests.fixtures.gcs import GcsServer
+from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.pubsub import PubsubEmulator
+from tests.integration.workload_repo import append_line, run_env, workload_repo
+
+PROJECT = "demo-project"
+LEDGER = "ct/ledger/main/default.json"
+
+
+@dataclass
+class Setup:
+    repo: GitRepo
+    bucket: str
+    subscription: str
+    gcs: GcsServer
+    storage: FaultProxy
+    pubsub: FaultProxy
+    registry: FaultProxy
+    admin: tuple[Any, Any]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return run_env(
+            NO_COLOR="1",
+            STORAGE_EMULATOR_HOST=self.storage.url,
+            PUBSUB_EMULATOR_HOST=self.pubsub.address,
+            ORCHESTRATOR_REGISTRY=f"{self.registry.address}/ct",
+            **extra,
+        )
+
+    def cli(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            cwd=self.repo.path,
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def ledger(self) -> tuple[int, bytes] | None:
+        """(generation, content) of the deploy ledger, read from the server, not the proxy."""
+        base = f"{self.gcs.url}/storage/v1/b/{self.bucket}/o/{quote(LEDGER, safe='')}"
+        try:
+            with urllib.request.urlopen(base, timeout=10) as response:
+                generation = int(json.load(response)["generation"])
+            with urllib.request.urlopen(f"{base}?alt=media", timeout=10) as response:
+                return generation, response.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 404:
+                return None
+            raise
+
+    def objects(self) -> list[str]:
+        url = f"{self.gcs.url}/storage/v1/b/{self.bucket}/o"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return sorted(item["name"] for item in json.load(response).get("items", []))
+
+    def published(self, *, wait: float = 3) -> list[Any]:
+        from tests.integration.test_pubsub import _pull
+
+        return _pull(self.admin, self.subscription, 10, wait=wait)
+
+
+@pytest.fixture
+def setup(
+    make_git_repo: Callable[..., GitRepo],
+    gcs_server: GcsServer,
+    pubsub_emulator: PubsubEmulator,
+    pubsub_admin: tuple[Any, Any],
+    local_registry: LocalRegistry,
+    fault_proxy: Callable[..., FaultProxy],
+) -> Iterator[Setup]:
+    suffix = uuid.uuid4().hex[:10]
+    bucket, topic = f"ct-faults-{suffix}", f"runs-{suffix}"
+    repo = workload_repo(
+        make_git_repo,
+        rules_replace={
+            'bucket = "demo-ct-artifacts"': f'bucket = "{bucket}"',
+            'topic = "training-runs"': f'topic = "{topic}"',
+        },
+    )
+    gcs_server.create_bucket(bucket)
+    publisher, subscriber = pubsub_admin
+    topic_path = f"projects/{PROJECT}/topics/{topic}"
+    publisher.create_topic(name=topic_path, retry=None, timeout=10)
+    # unordered, as Eventarc creates the function's subscription
+    subscription = f"projects/{PROJECT}/subscriptions/{topic}-sub"
+    subscriber.create_subscription(
+        request={"name": subscription, "topic": topic_path}, retry=None, timeout=10
+    )
+    made = Setup(
+        repo=repo,
+        bucket=bucket,
+        subscription=subscription,
+        gcs=gcs_server,
+        storage=fault_proxy(gcs_server.url.removeprefix("http://"), protocol="http"),
+        pubsub=fault_proxy(pubsub_emulator.host, protocol="tcp"),
+        registry=fault_proxy(local_registry.address, protocol="http"),
+        admin=pubsub_admin,
+    )
+    _push_the_images(made, local_registry)
+    yield made
+
+
+def _push_the_images(setup: Setup, registry: LocalRegistry) -> None:
+    """The component images a run wants, stored in the registry (no Docker engine here): a run
+    then finds them by tag and pins their digests, as after a build. Their names are what a
+    dry run says is "not built yet"."""
+    append_line(setup.repo, "training_src/train.py", "# probe")
+    setup.repo.commit(message="probe")
+    dry = setup.cli("plan")
+    setup.repo.git("reset", "--hard", "HEAD~1")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    # none when an earlier test stored them: the registry lives for the session
+    for image in set(re.findall(r"not built yet: (\S+:c-\w+)", dry.stdout)):
+        name, tag = image.split("/", 1)[1].rsplit(":", 1)
+        registry.push_manifest(name, tag)
+
+
+def _commit_a_change(setup: Setup, note: str) -> str:
+    append_line(setup.repo, "training_src/train.py", f"# {note}")
+    return setup.repo.commit(message=note)
+
+
+def _deployed_commit(setup: Setup) -> str:
+    ledger = setup.ledger()
+    assert ledger is not None
+    return str(json.loads(ledger[1])["commit"])
+
+
+def _succeeds(result: subprocess.CompletedProcess[str]) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Traceback" not in output
+    return result.stdout
+
+
+def _one_line_naming(result: subprocess.CompletedProcess[str], service: str) -> str:
+    """Exit 1; stderr is one line that names ``service``; no traceback anywhere."""
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert service in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_transient_faults_on_every_service_are_ridden_out_and_the_run_publishes_once(
+    setup: Setup,
+) -> None:
+    head = _commit_a_change(setup, "a change")
+    setup.storage.inject(Fault.status(503, first=3))
+    setup.registry.inject(Fault.reset(first=2))
+    setup.pubsub.inject(Fault.reset(first=2))
+
+    _succeeds(setup.cli("run", "--executor", "local", ORCHESTRATOR_RETRY_DEADLINE="20"))
+
+    assert (setup.storage.stats.faulted, setup.registry.stats.faulted) == (3, 2)
+    assert setup.pubsub.stats.faulted == 2
+    [message] = setup.published()
+    assert json.loads(message.data)["commit"] == head
+    assert _deployed_commit(setup) == head
+
+
+def test_a_storage_service_that_keeps_failing_stops_the_run_before_anything_is_published(
+    setup: Setup,
+) -> None:
+    deployed = _commit_a_change(setup, "deployed")
+    _succeeds(setup.cli("run", "--executor", "local"))
+    assert len(setup.published()) == 1
+    ledger, stored = setup.ledger(), setup.objects()
+
+    head = _commit_a_change(setup, "the next change")
+    setup.storage.inject(Fault.status(503))
+    failed = setup.cli("run", "--executor", "local", ORCHESTRATOR_RETRY_DEADLINE="3")
+
+    line = _one_line_naming(failed, f"the Cloud Storage emulator at {setup.storage.url}")
+    assert "ORCHESTRATOR_RETRY_DEADLINE" in line
+    assert setup.published(wait=2) == []
+    assert setup.ledger() == ledger  # the same generation: not even rewritten
+    assert setup.objects() == stored
+    assert _deployed_commit(setup) == deployed
+
+    # the service is back: the next run does the work, once
+    setup.storage.clear()
+    _succeeds(setup.cli("run", "--executor", "local"))
+    [message] = setup.published()
+    assert json.loads(message.data)["commit"] == head
+    assert _deployed_commit(setup) == head
+
+
+def test_uploads_that_keep_failing_fail_the_step_and_nothing_is_published(
+    setup: Setup,
+) -> None:
+    deployed = _commit_a_change(setup, "deployed")
+    _succeeds(setup.cli("run", "--executor", "local"))
+    assert len(setup.published()) == 1
+    ledger = setup.ledger()
+
+    head = _commit_a_change(setup, "the next change")
+    setup.storage.inject(Fault.status(503, match=r"^POST /upload/"))  # reads still answer
+    failed = setup.cli("run", "--executor", "local", ORCHESTRATOR_RETRY_DEADLINE="3")
+
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    [upload_line] = [
+        line for line in failed.stdout.splitlines() if line.startswith("[upload_source] failed")
+    ]
+    assert f"the Cloud Storage emulator at {setup.storage.url}" in upload_line
+    assert re.search(r"\[publish\] skipped", failed.stdout), failed.stdout
+    assert setup.published(wait=2) == []
+    assert setup.ledger() == ledger
+    assert _deployed_commit(setup) == deployed
+    assert not [name for name in setup.objects() if name.startswith("source/")][1:]
+
+    setup.storage.clear()
+    _succeeds(setup.cli("run", "--executor", "local"))
+    [message] = setup.published()
+    assert json.loads(message.data)["commit"] == head
+    assert _deployed_commit(setup) == head
+
+
+def test_a_pubsub_emulator_that_keeps_failing_publishes_nothing_and_the_ledger_stays(
+    setup: Setup,
+) -> None:
+    deployed = _commit_a_change(setup, "deployed")
+    _succeeds(setup.cli("run", "--executor", "local"))
+    assert len(setup.published()) == 1
+    ledger = setup.ledger()
+
+    head = _commit_a_change(setup, "the next change")
+    setup.pubsub.inject(Fault.reset(), drop_open=True)
+    failed = setup.cli("run", "--executor", "local", ORCHESTRATOR_RETRY_DEADLINE="3")
+
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    [publish_line] = [
+        line for line in failed.stdout.splitlines() if line.startswith("[publish] failed")
+    ]
+    assert f"the Pub/Sub emulator at {setup.pubsub.address}" in publish_line
+    assert "ORCHESTRATOR_RETRY_DEADLINE=3" in publish_line
+    assert setup.published(wait=2) == []
+    assert setup.ledger() == ledger
+    assert _deployed_commit(setup) == deployed
+
+    setup.pubsub.clear()
+    resumed = _succeeds(setup.cli("run", "--executor", "local"))
+    [message] = setup.published()
+    assert json.loads(message.data)["commit"] == head
+    assert _deployed_commit(setup) == head
+    assert "[upload_source] started" not in resumed  # uploaded by the failed run, complete
