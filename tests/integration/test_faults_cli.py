@@ -6,19 +6,28 @@ proxy, named through the variables the tool reads (``orchestrator/services.py``:
 A transient fault is ridden out and the run succeeds; a permanent one is exit 1 with one line
 naming the service, nothing is published and the deploy ledger does not move; the next run,
 with the service back, completes the work and publishes once.
+
+A run killed (SIGKILL, SIGTERM) at several moments, with the directory bucket or fake-gcs-server,
+leaves every object whole or absent and the ledger at the deployed state or the new one; the
+next run completes the work.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import tarfile
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -45,14 +54,33 @@ class Setup:
     pubsub: FaultProxy
     registry: FaultProxy
     admin: tuple[Any, Any]
+    #: the directory bucket's root, when the run stores there instead of in fake-gcs-server
+    bucket_root: Path | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
+        storage = (
+            {"ORCHESTRATOR_LOCAL_BUCKET_ROOT": str(self.bucket_root)}
+            if self.bucket_root
+            else {"STORAGE_EMULATOR_HOST": self.storage.url}
+        )
         return run_env(
             NO_COLOR="1",
-            STORAGE_EMULATOR_HOST=self.storage.url,
             PUBSUB_EMULATOR_HOST=self.pubsub.address,
             ORCHESTRATOR_REGISTRY=f"{self.registry.address}/ct",
+            **storage,
             **extra,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The CLI in a session of its own (its steps' processes too), printing as it goes."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", *args],
+            cwd=self.repo.path,
+            env=self.env(PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
 
     def cli(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -68,6 +96,12 @@ class Setup:
 
     def ledger(self) -> tuple[int, bytes] | None:
         """(generation, content) of the deploy ledger, read from the server, not the proxy."""
+        if self.bucket_root:
+            path = self.bucket_root / self.bucket / LEDGER
+            if not path.exists():
+                return None
+            generation = path.with_name(f".{path.name}.generation").read_text()
+            return int(generation), path.read_bytes()
         base = f"{self.gcs.url}/storage/v1/b/{self.bucket}/o/{quote(LEDGER, safe='')}"
         try:
             with urllib.request.urlopen(base, timeout=10) as response:
@@ -80,7 +114,20 @@ class Setup:
                 return None
             raise
 
+    def read(self, name: str) -> bytes:
+        if self.bucket_root:
+            return (self.bucket_root / self.bucket / name).read_bytes()
+        url = f"{self.gcs.url}/storage/v1/b/{self.bucket}/o/{quote(name, safe='')}?alt=media"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            data: bytes = response.read()
+        return data
+
     def objects(self) -> list[str]:
+        """Every object's name; in the directory bucket, hidden files too (there are none
+        but the sidecars of objects, unless a write was left half done)."""
+        if self.bucket_root:
+            root = self.bucket_root / self.bucket
+            return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         url = f"{self.gcs.url}/storage/v1/b/{self.bucket}/o"
         with urllib.request.urlopen(url, timeout=10) as response:
             return sorted(item["name"] for item in json.load(response).get("items", []))
@@ -93,6 +140,8 @@ class Setup:
 
 @pytest.fixture
 def setup(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
     make_git_repo: Callable[..., GitRepo],
     gcs_server: GcsServer,
     pubsub_emulator: PubsubEmulator,
@@ -110,6 +159,7 @@ def setup(
         },
     )
     gcs_server.create_bucket(bucket)
+    bucket_root = tmp_path / "buckets" if getattr(request, "param", "") == "local-dir" else None
     publisher, subscriber = pubsub_admin
     topic_path = f"projects/{PROJECT}/topics/{topic}"
     publisher.create_topic(name=topic_path, retry=None, timeout=10)
@@ -127,6 +177,7 @@ def setup(
         pubsub=fault_proxy(pubsub_emulator.host, protocol="tcp"),
         registry=fault_proxy(local_registry.address, protocol="http"),
         admin=pubsub_admin,
+        bucket_root=bucket_root,
     )
     _push_the_images(made, local_registry)
     yield made
@@ -147,8 +198,11 @@ def _push_the_images(setup: Setup, registry: LocalRegistry) -> None:
         registry.push_manifest(name, tag)
 
 
-def _commit_a_change(setup: Setup, note: str) -> str:
+def _commit_a_change(setup: Setup, note: str, *, pipeline: bool = False) -> str:
+    """A change to the training source (and to the pipeline: a new spec to compile)."""
     append_line(setup.repo, "training_src/train.py", f"# {note}")
+    if pipeline:
+        append_line(setup.repo, "pipeline/definition.py", f"# {note}")
     return setup.repo.commit(message=note)
 
 
@@ -278,3 +332,109 @@ def test_a_pubsub_emulator_that_keeps_failing_publishes_nothing_and_the_ledger_s
     assert json.loads(message.data)["commit"] == head
     assert _deployed_commit(setup) == head
     assert "[upload_source] started" not in resumed  # uploaded by the failed run, complete
+
+
+# --- killed runs ---------------------------------------------------------------------------
+
+#: moments of a run, by the progress line printed just before (kills land right after it)
+MOMENTS = {
+    "uploading the source": "[upload_source] started",
+    "compiling and uploading the spec": "[compile_pipeline] started",
+    "publishing": "[publish] started",
+    "between the publish and the ledger": "published the run request",
+}
+
+
+def _kill_at(setup: Setup, line: str, sig: signal.Signals) -> str:
+    """Start a run, send ``sig`` to it and its processes once it prints ``line``; its output."""
+    process = setup.start("run", "--executor", "local")
+    assert process.stdout is not None
+    seen: list[str] = []
+    try:
+        for text in process.stdout:
+            seen.append(text)
+            if line in text:
+                os.killpg(process.pid, sig)
+                break
+        else:
+            raise AssertionError(f"the run ended before {line!r}:\n{''.join(seen)}")
+        seen.extend(process.stdout)
+        assert process.wait(30) != 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+        process.stdout.close()
+    return "".join(seen)
+
+
+def _complete(setup: Setup, name: str) -> None:
+    """The object is whole: a tarball reads to its end, a spec parses, JSON parses."""
+    data = setup.read(name)
+    if name.endswith(".tar.gz"):
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            assert tar.getnames(), name
+    elif name.endswith(".yaml"):
+        import yaml
+
+        assert isinstance(yaml.safe_load(data), dict), name
+    elif name.endswith(".json"):
+        json.loads(data)
+
+
+def _consistent(setup: Setup, deployed: str, head: str) -> None:
+    """Every object is whole, no half-written file is visible, and the ledger is the deployed
+    state or the new one, whole, naming objects that exist."""
+    names = setup.objects()
+    for name in names:
+        if not name.rsplit("/", 1)[-1].startswith("."):
+            _complete(setup, name)
+    ledger = setup.ledger()
+    assert ledger is not None
+    state = json.loads(ledger[1])
+    assert state["commit"] in (deployed, head)
+    for uri in (state["source_uri"], state["pipeline_spec_uri"]):
+        assert uri.removeprefix(f"gs://{setup.bucket}/") in names
+
+
+STATE_FIELDS = ("commit", "source_uri", "pipeline_spec_uri", "images", "parameters", "ref")
+
+
+@pytest.mark.parametrize(
+    ("setup", "moment", "sig"),
+    [
+        *[("local-dir", moment, signal.SIGKILL) for moment in MOMENTS],
+        *[("emulator", moment, signal.SIGKILL) for moment in MOMENTS],
+        ("local-dir", "uploading the source", signal.SIGTERM),
+        ("emulator", "publishing", signal.SIGTERM),
+    ],
+    indirect=["setup"],
+    ids=lambda value: value.name if isinstance(value, signal.Signals) else str(value),
+)
+def test_a_killed_run_leaves_bucket_and_ledger_consistent_and_the_next_run_completes_it(
+    setup: Setup, moment: str, sig: signal.Signals
+) -> None:
+    deployed = _commit_a_change(setup, "deployed")
+    _succeeds(setup.cli("run", "--executor", "local"))
+    assert len(setup.published()) == 1
+
+    head = _commit_a_change(setup, "the next change", pipeline=True)
+    _kill_at(setup, MOMENTS[moment], sig)
+    _consistent(setup, deployed, head)
+    early = setup.published(wait=1)
+
+    resumed = _succeeds(setup.cli("run", "--executor", "local"))
+
+    assert _deployed_commit(setup) == head
+    _consistent(setup, head, head)
+    messages = [json.loads(m.data) for m in [*early, *setup.published()]]
+    # one publish, or two when the kill came after the first went out and before the ledger
+    # moved: the same state both times, which the function's runs registry trains once
+    assert 1 <= len(messages) <= (1 if moment in list(MOMENTS)[:2] else 2), messages
+    assert {json.dumps([m[f] for m in messages[:1] for f in STATE_FIELDS])} == {
+        json.dumps([m[f] for f in STATE_FIELDS]) for m in messages
+    }
+    assert messages[0]["commit"] == head
+    assert "run succeeded" in resumed
+    # nothing half written is left: the run that wrote in those directories swept them
+    assert not [n for n in setup.objects() if re.search(r"/\.(write|upload)-\d+-", n)]
