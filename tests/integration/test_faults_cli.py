@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -438,3 +439,50 @@ def test_a_killed_run_leaves_bucket_and_ledger_consistent_and_the_next_run_compl
     assert "run succeeded" in resumed
     # nothing half written is left: the run that wrote in those directories swept them
     assert not [n for n in setup.objects() if re.search(r"/\.(write|upload)-\d+-", n)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_run_killed_mid_upload_leaves_no_object_and_the_next_run_uploads_it_whole(
+    setup: Setup, sig: signal.Signals
+) -> None:
+    """The proxy lets half of the source tarball's upload through, then holds it: the run is
+    killed with the upload in flight. Cloud Storage (and fake-gcs-server) make an object
+    visible only once its upload is complete, so there is none; the next run uploads it."""
+    deployed = _commit_a_change(setup, "deployed")
+    _succeeds(setup.cli("run", "--executor", "local"))
+    assert len(setup.published()) == 1
+    ledger = setup.ledger()
+    head = _commit_a_change(setup, "the next change")
+    before = setup.objects()
+    setup.storage.inject(Fault.stall(60, match=r"^POST /upload/"))
+
+    process = setup.start("run", "--executor", "local")
+    try:
+        deadline = time.monotonic() + 60
+        while setup.storage.stats.faulted == 0:
+            assert time.monotonic() < deadline and process.poll() is None, "no upload started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # half the body reaches the service, then the run dies
+        os.killpg(process.pid, sig)
+        assert process.wait(30) != 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+        assert process.stdout is not None
+        output = process.stdout.read()
+        process.stdout.close()
+
+    assert "[upload_source] started" in output and "[upload_source] succeeded" not in output
+    assert [line for line in setup.storage.stats.log if line.endswith("-> stall")]
+    assert setup.objects() == before  # the source tarball caught mid-upload is not there
+    assert setup.ledger() == ledger
+    assert setup.published(wait=1) == []
+    _consistent(setup, deployed, head)
+
+    setup.storage.clear()
+    _succeeds(setup.cli("run", "--executor", "local"))
+    [message] = setup.published()
+    assert json.loads(message.data)["commit"] == head
+    _consistent(setup, head, head)
+    assert len(setup.objects()) > len(before)

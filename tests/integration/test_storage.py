@@ -279,8 +279,8 @@ def _stored(gcs_server: GcsServer, bucket: str, key: str) -> bytes:
 @pytest.mark.parametrize(
     "fault",
     [Fault.status(503, first=2), Fault.status(429, first=1), Fault.reset(first=2),
-     Fault.close(first=1), Fault.delay(1.5, first=1)],
-    ids=["503", "429", "reset", "closed", "slow"],
+     Fault.close(first=1), Fault.delay(1.5, first=1), Fault.stall(1.0, first=1)],
+    ids=["503", "429", "reset", "closed", "slow", "cut-mid-body"],
 )  # fmt: skip
 # google-cloud-storage's media download streams its request and raises on an error status
 # without closing the response (google/cloud/storage/_media/requests/download.py,
