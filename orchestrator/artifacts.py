@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.model import Rules
@@ -32,8 +32,7 @@ HASH_LENGTH = 20
 ParamValue = str | int | float | bool
 
 
-@dataclass(frozen=True, slots=True)
-class Artifacts:
+class Artifacts(NamedTuple):
     """What one build reads and writes, by name. Travels to Cloud Build steps as JSON."""
 
     commit: str

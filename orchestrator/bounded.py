@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,8 +28,6 @@ MAX_RULES_BYTES = 4 * MIB
 MAX_MESSAGE_FILE_BYTES = MIB
 #: ``step --artifacts``: the emitted build writes a few kilobytes.
 MAX_ARTIFACTS_BYTES = MIB
-#: Longest integer literal accepted in JSON (digits), well below the interpreter's 4300.
-MAX_INT_DIGITS = 64
 
 
 class TooLarge(OSError):
@@ -53,13 +50,9 @@ def read_capped(path: Path | str, limit: int) -> bytes:
     return data
 
 
-class _Invalid(ValueError):
-    """Raised inside the JSON parser's hooks."""
-
-
 def load_json(data: bytes | str, what: str, *, limit: int) -> Any:
     """Strict JSON (RFC 8259: no NaN or Infinity, no repeated keys) of at most ``limit`` bytes,
-    integers of at most :data:`MAX_INT_DIGITS` digits, nested no deeper than the parser
+    integers of at most ``message.MAX_INT_DIGITS`` digits, nested no deeper than the parser
     allows; anything else is an :class:`InputError` whose message starts with ``what``."""
     if isinstance(data, str):
         try:
@@ -74,15 +67,11 @@ def load_json(data: bytes | str, what: str, *, limit: int) -> Any:
         text = raw.decode("utf-8-sig") if isinstance(data, bytes) else data
     except UnicodeDecodeError as error:
         _fail(what, f"is not valid JSON (not UTF-8 at byte {error.start})")
+    from orchestrator.message import JSONRefused, strict_json  # the message's own rules
+
     try:
-        return json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            parse_int=_bounded_int,
-            object_pairs_hook=_unique_keys,
-        )
-    except _Invalid as error:
+        return strict_json(text)
+    except JSONRefused as error:
         _fail(what, str(error))
     except json.JSONDecodeError as error:
         _fail(what, f"is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})")
@@ -94,33 +83,6 @@ def load_json(data: bytes | str, what: str, *, limit: int) -> Any:
 
 def _fail(what: str, reason: str) -> NoReturn:
     raise InputError(f"{what} {reason}")
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise _Invalid(f"holds {name}, which is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Invalid(f"holds a number too large for a double: {text[:40]}")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise _Invalid(f"holds an integer of {digits} digits (at most {MAX_INT_DIGITS})")
-    return int(text)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Invalid(f"repeats the key {shown(key, 40)}")
-        result[key] = value
-    return result
 
 
 def shown(value: object, limit: int = 80) -> str:

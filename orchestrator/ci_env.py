@@ -23,8 +23,7 @@ Which commit to diff against is decided in :mod:`orchestrator.changes`, which ha
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from orchestrator.bounded import MAX_EVENT_PAYLOAD_BYTES, load_json, read_capped, shown
 from orchestrator.errors import InputError
@@ -35,8 +34,7 @@ GITHUB_PULL_REQUEST_EVENTS = frozenset({"pull_request", "pull_request_target"})
 GITHUB_EVENTS = frozenset({"push", "merge_group", *GITHUB_PULL_REQUEST_EVENTS})
 
 
-@dataclass(frozen=True, slots=True)
-class BaseHint:
+class BaseHint(NamedTuple):
     """The commits a CI system names for this build.
 
     - ``github-push``: ``base`` is ``before`` (``None`` for a new branch), ``head`` is

@@ -10,7 +10,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, NoReturn, cast
 
@@ -279,7 +278,7 @@ def _dispatch(args: argparse.Namespace, io: CommandIO) -> int:
         flags = {"ORCHESTRATOR_PROJECT": args.project, "ORCHESTRATOR_REGION": args.region}
         if any(flags.values()):
             env = {**io.env, **{var: value for var, value in flags.items() if value}}
-            io = replace(io, env=env)
+            io = io._replace(env=env)
         if services_choice is None:
             services_choice = "auto" if args.executor == "cloudbuild" else "local"
         return run_command.run(target, args.executor, args.format, io, services_choice)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -149,13 +148,15 @@ def parse_rules(text: str, *, source: str = "rules.toml") -> Rules:
     """Validate the TOML ``text``; ``source`` names it in errors."""
     try:
         data = toml_subset.loads(text)  # tomllib for anything but the usual shape
-    except tomllib.TOMLDecodeError as exc:
-        line = _toml_error_line(str(exc))
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(f"invalid TOML: {message}", file=source, line=line) from None
     except RecursionError:  # tomllib recurses once per level of nested arrays and tables
         raise ConfigError("invalid TOML: values are nested too deeply", file=source) from None
-    except ValueError as exc:  # the interpreter's own limits: an integer of 5000 digits
+    except ValueError as exc:  # tomllib's errors, and the interpreter's integer limit
+        import tomllib  # only on an error: the usual rules file never loads tomllib
+
+        if isinstance(exc, tomllib.TOMLDecodeError):
+            line = _toml_error_line(str(exc))
+            message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+            raise ConfigError(f"invalid TOML: {message}", file=source, line=line) from None
         reason = (
             "an integer has more digits than Python converts (sys.get_int_max_str_digits())"
             if "integer string conversion" in str(exc)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from orchestrator.errors import ConfigError
 from orchestrator.model import Component, Rules, TreeEntry
@@ -37,8 +36,7 @@ def holds(context: str, path: str) -> bool:
     return not context or path == context or path.startswith(context + "/")
 
 
-@dataclass(frozen=True, slots=True)
-class BuildContext:
+class BuildContext(NamedTuple):
     """One component's context at head."""
 
     component: Component
@@ -58,7 +56,7 @@ class BuildContext:
         """Whether Docker sends ``path`` (which this context holds) to the builder."""
         if self.ignore is None:
             return True
-        from orchestrator.dockerignore import always_sent
+        from orchestrator.dockerpaths import always_sent
 
         relative = self.relative(path)
         ignore_file = self.relative(self.ignore_file) if self.ignore_file else None
@@ -130,13 +128,12 @@ def ignore_candidates(component: Component) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=256)
 def _candidates(dockerfile: str) -> tuple[str, ...]:
-    from orchestrator.dockerignore import ignore_file_candidates
+    from orchestrator.dockerpaths import ignore_file_candidates
 
     return ignore_file_candidates(dockerfile)
 
 
-@dataclass(frozen=True, slots=True)
-class _Everywhere:
+class _Everywhere(NamedTuple):
     """Several ignore files apply (BuildKit reads ``<Dockerfile>.dockerignore``, the classic
     builder ``.dockerignore``): a path is left out only when every one leaves it out."""
 
@@ -159,9 +156,11 @@ def build_contexts(
     ignore file is a :class:`ConfigError` naming it and its line.
     """
     if parse is None:
-        from orchestrator.dockerignore import parse_dockerignore
 
         def parse(text: str, source: str, dockerfile: str) -> Ignore:
+            # imported only when a context has an ignore file: most plans need no rules
+            from orchestrator.dockerignore import parse_dockerignore
+
             return parse_dockerignore(text, source=source, dockerfile=dockerfile)
 
     contexts = {}

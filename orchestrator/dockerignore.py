@@ -81,8 +81,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-IGNORE_FILE = ".dockerignore"
-DEFAULT_DOCKERFILE = "Dockerfile"
+from orchestrator.dockerpaths import DEFAULT_DOCKERFILE, IGNORE_FILE, always_sent
+from orchestrator.dockerpaths import clean as _clean
+from orchestrator.dockerpaths import context_relative as _context_path
+from orchestrator.dockerpaths import ignore_file_candidates as _candidates
+
+__all__ = ["DEFAULT_DOCKERFILE", "IGNORE_FILE", "always_sent"]
 
 
 class DockerIgnoreError(ValueError):
@@ -140,36 +144,6 @@ _MAX_LINE_BYTES = 64 * 1024  # bufio.MaxScanTokenSize: a longer line is bufio.Er
 
 def _trim_space(text: str) -> str:
     return text.strip(_GO_SPACE)
-
-
-def _clean(path: str) -> str:
-    """Go's ``filepath.Clean`` on a '/'-separated path (``posixpath.normpath`` keeps '//')."""
-    if not path:
-        return "."
-    rooted = path.startswith("/")
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(part)
-    cleaned = "/".join(parts)
-    if rooted:
-        return "/" + cleaned
-    return cleaned or "."
-
-
-def _context_path(path: str) -> str:
-    """A context-relative path as Docker names it: cleaned, '/'-separated, no leading './'."""
-    cleaned = _clean(path)
-    if cleaned == "." or cleaned.startswith("/") or cleaned == ".." or cleaned.startswith("../"):
-        raise ValueError(f"{path!r} is not a path inside the build context")
-    return cleaned
 
 
 # --- filepath.Match's syntax check (Go's path/filepath/match.go) ---------------------------
@@ -1552,30 +1526,6 @@ def _string_match(rule: _Rule, path: str) -> bool:
 def ignore_file_candidates(
     dockerfile: str, *, builders: Iterable[Builder] = ALL_BUILDERS
 ) -> tuple[str, ...]:
-    """The context-relative ignore files Docker reads for ``dockerfile`` (relative to the
-    context), most specific first; the first that exists is the one used.
-
-    BuildKit reads ``<Dockerfile>.dockerignore`` beside the Dockerfile in preference to the
-    context's ``.dockerignore`` (docs: "A Dockerfile-specific ignore-file takes precedence";
-    moby/buildkit ``frontend/dockerui/config.go`` reads ``filename + ".dockerignore"``). The
-    classic builder only ever reads ``<context>/.dockerignore`` (checked against docker 20.10
-    and 28). An empty Dockerfile-specific file still wins (checked with BuildKit 0.8).
-    """
-    name = _clean(dockerfile)
-    if any(builder.buildkit for builder in builders):
-        return (f"{name}.dockerignore", IGNORE_FILE)
-    return (IGNORE_FILE,)
-
-
-def always_sent(path: str, dockerfile: str, ignore_file: str | None) -> bool:
-    """Whether ``path`` is a file Docker sends whatever the patterns say, so that a change to
-    it always matters: the Dockerfile and the ignore file ("These files are still sent to the
-    builder as they're needed for running the build", docs). Every ignore-file candidate
-    counts, because adding or removing one changes which file a builder reads.
-    """
-    name = _context_path(path)
-    if name == _clean(dockerfile):
-        return True
-    if ignore_file is not None and name == _clean(ignore_file):
-        return True
-    return name in ignore_file_candidates(dockerfile)
+    """The context-relative ignore files ``builders`` read for ``dockerfile``, most specific
+    first (:func:`orchestrator.dockerpaths.ignore_file_candidates`)."""
+    return _candidates(dockerfile, buildkit=any(builder.buildkit for builder in builders))

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from orchestrator.artifacts import Artifacts
 from orchestrator.errors import InputError, OrchestratorError
@@ -52,8 +51,7 @@ class Probe(Protocol):
     def run_status(self, run_id: str) -> RunStatus | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class RunStatus:
+class RunStatus(NamedTuple):
     """What the runs registry says of one run identity."""
 
     status: str  # succeeded | submitted | running | failed
@@ -65,8 +63,7 @@ class RunStatus:
         return self.status in ("succeeded", "submitted") or (self.status == "running" and self.live)
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
+class Finished(NamedTuple):
     """The plan every executor runs, and the artifact names it runs with (images pinned)."""
 
     plan: Plan
@@ -153,11 +150,10 @@ class _Finisher:
         if "publish" in self.drafts:
             self._needed_by_publish()
         self._test()
-        artifacts = replace(
-            self.names,
+        artifacts = self.names._replace(
             images=tuple((name, self.pinned.get(name, ref)) for name, ref in self.names.images),
         )
-        finished = replace(self.plan, actions=assemble(self.drafts), existing=tuple(self.existing))
+        finished = self.plan._replace(actions=assemble(self.drafts), existing=tuple(self.existing))
         return Finished(finished, artifacts, run_id, self.names)
 
     def _add(self, action_id: str, note: str) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # git's ctype.c (``sane_ctype``) and git-compat-util.h: ASCII only.
 _ALPHA = frozenset(range(ord("a"), ord("z") + 1)) | frozenset(range(ord("A"), ord("Z") + 1))
@@ -63,18 +63,20 @@ _SLASH = ord("/")
 _ALL_BYTES = frozenset(range(256))
 
 
-@dataclass(frozen=True, slots=True)
 class _Star:
-    """A run of ``*`` inside a segment (``**`` that is not a whole segment is a ``*``)."""
+    """A run of ``*`` inside a segment (``**`` that is not a whole segment is a ``*``); one
+    instance, ``_STAR``."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
 class _Any:
-    """``?``: one byte that is not ``/``."""
+    """``?``: one byte that is not ``/``; one instance, ``_ANY``."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Set:
+class _Set(NamedTuple):
     """A bracket expression: the bytes it matches (never ``/``)."""
 
     members: frozenset[int]
@@ -91,8 +93,7 @@ _GLOB_SPECIAL_RE = re.compile(rb"[*?[\\]")
 _BAD_LITERAL_SEGMENT = re.compile(rb"(?:^|/)\.{0,2}(?:/|$)")
 
 
-@dataclass(frozen=True, slots=True)
-class GitPattern:
+class GitPattern(NamedTuple):
     """One compiled pattern.
 
     ``basename`` patterns (no ``/`` but a trailing one) are matched against the last component

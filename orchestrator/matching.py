@@ -30,14 +30,13 @@ prefix; and the per-rule decision is computed once per distinct set of matched p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from orchestrator.gitignore import GitPattern, compile_pattern
 from orchestrator.model import Rule, RuleHit
 
 
-@dataclass(frozen=True, slots=True)
-class _DirInfo:
+class _DirInfo(NamedTuple):
     own: frozenset[int]  # patterns that match this directory itself
     ids: frozenset[int]  # ... or any directory above it
     candidates: tuple[int, ...]  # wildcard path patterns that may match something below
@@ -239,8 +238,7 @@ class Matcher:
         return tuple(explanations)
 
 
-@dataclass(frozen=True, slots=True)
-class PatternVerdict:
+class PatternVerdict(NamedTuple):
     pattern: str
     negation: bool
     matched: bool
@@ -248,8 +246,7 @@ class PatternVerdict:
     through: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RuleExplanation:
+class RuleExplanation(NamedTuple):
     rule: str
     verdicts: tuple[PatternVerdict, ...]
     included: bool  # the last matching pattern was not a negation

@@ -610,8 +610,23 @@ def decode_state(data: bytes, *, source: str) -> DeployedState:
 # ---------------------------------------------------------------------------
 
 
-class _Invalid(ValueError):
-    """Raised inside the JSON parser's hooks; turned into the caller's error."""
+class JSONRefused(ValueError):
+    """Strict JSON refused the text (:func:`strict_json`); the message reads after the name of
+    what was parsed ("holds NaN, which is not a JSON number")."""
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` held to RFC 8259 and to what a message can carry: no NaN or Infinity, no
+    repeated keys, finite floats, integers of at most :data:`MAX_INT_DIGITS` digits.
+    Raises :class:`JSONRefused` for those, and what ``json.loads`` raises for the rest
+    (``JSONDecodeError``; ``RecursionError`` for nesting deeper than the parser goes)."""
+    return json.loads(
+        text,
+        parse_constant=_reject_constant,
+        parse_float=_finite_float,
+        parse_int=_bounded_int,
+        object_pairs_hook=_unique_keys,
+    )
 
 
 def _message_failure(reason: str) -> NoReturn:
@@ -631,14 +646,8 @@ def _load_json(data: object, what: str, fail: _Fail) -> Any:
     except UnicodeDecodeError as error:
         fail(f"{what} is not UTF-8 (byte {error.start})")
     try:
-        raw = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            parse_int=_bounded_int,
-            object_pairs_hook=_unique_keys,
-        )
-    except _Invalid as error:
+        raw = strict_json(text)
+    except JSONRefused as error:
         fail(f"{what} {error}")
     except json.JSONDecodeError as error:
         fail(f"{what} is not JSON ({error.msg} at char {error.pos})")
@@ -653,20 +662,20 @@ def _load_json(data: object, what: str, fail: _Fail) -> Any:
 
 
 def _reject_constant(name: str) -> NoReturn:
-    raise _Invalid(f"holds {name}, which is not a JSON number")
+    raise JSONRefused(f"holds {name}, which is not a JSON number")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Invalid(f"holds a number too large for a double: {_show(text, 40)}")
+        raise JSONRefused(f"holds a number too large for a double: {_show(text, 40)}")
     return value
 
 
 def _bounded_int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        raise _Invalid(f"holds an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+        raise JSONRefused(f"holds an integer of {digits} digits (at most {MAX_INT_DIGITS})")
     return int(text)
 
 
@@ -674,7 +683,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _Invalid(f"repeats the key {_show(key, 40)}")
+            raise JSONRefused(f"repeats the key {_show(key, 40)}")
         result[key] = value
     return result
 

@@ -1,11 +1,16 @@
 """The records that travel between diffing, matching, planning, emitting and executing.
 
 Everything here is frozen and typed; raw dicts never travel past the config loader.
+
+The records are ``typing.NamedTuple`` classes, not frozen dataclasses: every command imports
+this module, and a dataclass writes and compiles its methods when the module is imported
+(about 1 ms a class; Python 3.11's ``dataclasses._create_fn``), which for these fifteen was
+the largest single cost of starting a plan. A NamedTuple is built in C and as immutable;
+``record._replace(field=value)`` is ``dataclasses.replace``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 # ---------------------------------------------------------------------------
@@ -20,8 +25,7 @@ ChangeStatus = Literal["A", "M", "D", "R", "T"]
 class ChangedPath(NamedTuple):
     """One entry of the diff. A rename has both ``path`` (new) and ``old_path``.
 
-    The per-path records are NamedTuples (immutable, like the frozen dataclasses elsewhere)
-    because a commit can hold tens of thousands of them: tuples build and hash in C.
+    A commit can hold tens of thousands of them: tuples build and hash in C.
     """
 
     status: ChangeStatus
@@ -43,8 +47,7 @@ class TreeEntry(NamedTuple):
     path: str  # from the repository's root
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeSet:
+class ChangeSet(NamedTuple):
     """The changed paths between ``base`` and ``head`` and why that base was chosen.
 
     ``base`` is ``None`` when head is compared against the empty tree (a root commit,
@@ -86,8 +89,7 @@ ACTION_KINDS: tuple[str, ...] = (
 UnmatchedPolicy = Literal["all", "skip", "error"]
 
 
-@dataclass(frozen=True, slots=True)
-class Directive:
+class Directive(NamedTuple):
     """A parsed ``do`` value: ``build_image:trainer`` is kind build_image, target trainer."""
 
     kind: str
@@ -97,8 +99,7 @@ class Directive:
         return self.kind if self.target is None else f"{self.kind}:{self.target}"
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     name: str
     patterns: tuple[str, ...]
     do: tuple[Directive, ...]
@@ -109,8 +110,7 @@ class Rule:
         return all(d.kind == "skip" for d in self.do)
 
 
-@dataclass(frozen=True, slots=True)
-class Component:
+class Component(NamedTuple):
     """A custom pipeline component built as a container image from ``context``."""
 
     name: str
@@ -119,8 +119,7 @@ class Component:
     build_args: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ProjectSettings:
+class ProjectSettings(NamedTuple):
     gcp_project: str | None = None
     region: str | None = None
     bucket: str | None = None
@@ -130,36 +129,31 @@ class ProjectSettings:
     prefix: str = "ct"
 
 
-@dataclass(frozen=True, slots=True)
-class DataSettings:
+class DataSettings(NamedTuple):
     """New training data: an object finalized under ``prefix`` starts a run."""
 
     prefix: str | None = None
     bucket: str | None = None  # default: [project].bucket
 
 
-@dataclass(frozen=True, slots=True)
-class TestSettings:
+class TestSettings(NamedTuple):
     command: tuple[str, ...]
     setup: str | None = None  # a shell line run before the command in a fresh build container
     image: str = "python:3.11-slim"  # the Cloud Build step image for the test step
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineSettings:
+class PipelineSettings(NamedTuple):
     dir: str = "pipeline"
     #: argv that compiles the spec; the orchestrator appends --image NAME=URI ... --output FILE
     compile: tuple[str, ...] = ("python", "-m", "pipeline.compile")
     params: str = "pipeline/params.toml"  # hyper-parameters published with each run
 
 
-@dataclass(frozen=True, slots=True)
-class SourceSettings:
+class SourceSettings(NamedTuple):
     dir: str = "training_src"  # uploaded as a tarball, not baked into an image
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionSettings:
+class FunctionSettings(NamedTuple):
     """The trigger function and the resources it is deployed with (``gcloud functions deploy``).
 
     The defaults are what the function in ``function/`` needs: its imports alone take about
@@ -186,8 +180,7 @@ class FunctionSettings:
     egress: str | None = None  # --egress-settings (with a connector): private-ranges-only | all
 
 
-@dataclass(frozen=True, slots=True)
-class BuildSettings:
+class BuildSettings(NamedTuple):
     """Cloud Build options for the emitted build."""
 
     machine_type: str | None = None
@@ -205,8 +198,7 @@ class BuildSettings:
     secret_env: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Rules:
+class Rules(NamedTuple):
     """rules.toml, validated. ``source`` is the file it came from (for messages)."""
 
     source: str
@@ -256,8 +248,7 @@ class Reason(NamedTuple):
     note: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
     id: str
     kind: str
     target: str | None
@@ -265,8 +256,7 @@ class Action:
     reasons: tuple[Reason, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Skipped:
+class Skipped(NamedTuple):
     """A changed path that causes nothing: it matched only skip rules, or (``note`` says
     why) a build_image rule whose image it cannot change."""
 
@@ -283,8 +273,7 @@ class Existing(NamedTuple):
     note: str  # why that makes the action unnecessary, for the user
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """The output of planning. ``actions`` are in dependency order (a stable topological sort)."""
 
     base: str | None
@@ -294,7 +283,7 @@ class Plan:
     actions: tuple[Action, ...]
     skipped: tuple[Skipped, ...] = ()
     unmatched: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
     #: actions dropped because their artifacts exist (filled in by ``finishing``)
     existing: tuple[Existing, ...] = ()
 

@@ -51,9 +51,8 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 try:  # inside the repository
     from orchestrator import retrying
@@ -92,8 +91,7 @@ class Unreachable(ObjectError):
     """The storage service cannot be reached (transient: retry later)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Uri:
+class Uri(NamedTuple):
     bucket: str
     key: str
 
@@ -101,8 +99,7 @@ class Uri:
         return f"gs://{self.bucket}/{self.key}"
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
+class Stored(NamedTuple):
     """An object's content and generation (a number that changes with every write)."""
 
     data: bytes

@@ -163,6 +163,8 @@ class Redactor:
             return self.redact(data)
         if isinstance(data, Mapping):
             return {self.redact_data(k): self.redact_data(v) for k, v in data.items()}
+        if isinstance(data, tuple) and hasattr(data, "_fields"):  # a NamedTuple record
+            return type(data)(*(self.redact_data(v) for v in data))
         if isinstance(data, list | tuple):
             return type(data)(self.redact_data(v) for v in data)
         return data

@@ -24,9 +24,9 @@ record, and the only place that writes service variables.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from types import MappingProxyType
+from typing import Literal, NamedTuple
 
 from orchestrator.errors import InputError
 from orchestrator.objects import EMULATOR_HOST_VAR as STORAGE_EMULATOR_VAR
@@ -42,13 +42,12 @@ StorageKind = Literal["local-dir", "emulator", "gcs"]
 PublishKind = Literal["in-process", "emulator", "pubsub"]
 
 
-@dataclass(frozen=True, slots=True)
-class Services:
+class Services(NamedTuple):
     storage: StorageKind
     publish: PublishKind
     bucket_root: Path | None = None  # the directory bucket (storage "local-dir")
     #: the caller's environment, for credentials and the tools' own settings
-    base_env: Mapping[str, str] = field(default_factory=dict)
+    base_env: Mapping[str, str] = MappingProxyType({})
 
     @classmethod
     def resolve(cls, repo: Path, env: Mapping[str, str], choice: str | None = None) -> Services:

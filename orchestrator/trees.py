@@ -52,8 +52,9 @@ class Tree(Protocol):
         ``None`` where it holds none."""
         ...
 
-    def leaves(self, path: str) -> str | None:
-        """Why ``path`` leads out of the repository (through a symbolic link), or ``None``."""
+    def leaves(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """For each path, why it leads out of the repository (through a symbolic link), or
+        ``None``."""
         ...
 
 
@@ -74,8 +75,8 @@ class CommitTree:
     def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
         return self.git.tree_ids(self.head, dirs)  # a commit's trees: no listing needed
 
-    def leaves(self, path: str) -> str | None:
-        return self.git.snapshot(self.head).leaves(path)
+    def leaves(self, paths: Sequence[str]) -> dict[str, str | None]:
+        return self.git.snapshot(self.head).leaves(paths)
 
 
 class WorkingTree:
@@ -94,8 +95,8 @@ class WorkingTree:
     def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
         return _listed_ids(self, dirs)
 
-    def leaves(self, path: str) -> str | None:
-        return leaves_on_disk(self.git.repo, path)
+    def leaves(self, paths: Sequence[str]) -> dict[str, str | None]:
+        return {path: leaves_on_disk(self.git.repo, path) for path in paths}
 
 
 class DiskTree:
@@ -158,8 +159,8 @@ class DiskTree:
     def content_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
         return _listed_ids(self, dirs)
 
-    def leaves(self, path: str) -> str | None:
-        return leaves_on_disk(self.root, path)
+    def leaves(self, paths: Sequence[str]) -> dict[str, str | None]:
+        return {path: leaves_on_disk(self.root, path) for path in paths}
 
 
 def leaves_on_disk(root: Path, path: str) -> str | None:
@@ -208,8 +209,10 @@ def confined_paths(rules: Rules) -> list[tuple[str, str]]:
 def check_confined(tree: Tree, rules: Rules) -> None:
     """InputError for the first path rules.toml names that leads out of the repository in
     ``tree`` (see the module docstring)."""
-    for what, path in confined_paths(rules):
-        outside = tree.leaves(path)
+    named = confined_paths(rules)
+    found = tree.leaves([path for _, path in named])
+    for what, path in named:
+        outside = found[path]
         if outside:
             raise InputError(f"{what} {path} leaves the repository: {outside}")
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrator import objects
 from orchestrator.adapters.git import Git
@@ -37,8 +36,7 @@ if TYPE_CHECKING:  # the deploy ledger and the runs registry load only when a bu
     from orchestrator import ledger
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """What the user pointed the tool at: a repository, its rules file, a range."""
 
     repo: Path
@@ -73,7 +71,7 @@ def with_overrides(rules: Rules, env: Mapping[str, str]) -> Rules:
     changed = {key: env[var] for key, var in PROJECT_OVERRIDES.items() if env.get(var)}
     if not changed:
         return rules
-    return replace(rules, project=replace(rules.project, **changed))
+    return rules._replace(project=rules.project._replace(**changed))
 
 
 def make_plan(
@@ -85,8 +83,7 @@ def make_plan(
     return planned.rules, planned.plan
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(NamedTuple):
     """A plan by the diff, with what finishing it needs."""
 
     rules: Rules
@@ -197,8 +194,7 @@ def ledger_location(rules: Rules, ref: str) -> ledger.Location | None:
     return ledger.Location(rules.project.bucket, rules.project.prefix, branch)
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """The finished plan every command shows and every executor runs."""
 
     target: Target
@@ -242,10 +238,10 @@ def prepare(
             planned.tree, rules, planned.plan, planned.ref, data_uri=data_uri,
             contexts=planned.contexts,
         )  # fmt: skip
-        names = replace(names, data_version=data_version)
+        names = names._replace(data_version=data_version)
     except ConfigError as exc:
         warning = f"not checked against what exists: {exc.message}"
-        plan = replace(planned.plan, warnings=(*planned.plan.warnings, warning))
+        plan = planned.plan._replace(warnings=(*planned.plan.warnings, warning))
         placeholder = Artifacts("", "", "", (), "", "", ())
         return Prepared(target, rules, Finished(plan, placeholder), planned, services, exc)
     finished = finish(
@@ -257,7 +253,7 @@ def prepare(
         images_required=services.images_required,
         buildable=frozenset(n for n, c in planned.contexts.items() if c.exists),
     )
-    return Prepared(target, rules, finished, replace(planned, deployed=deployed), services)
+    return Prepared(target, rules, finished, planned._replace(deployed=deployed), services)
 
 
 class StoreProbe:
@@ -443,7 +439,7 @@ def name_build(
         parameters=parameters,
         function_input=function_input,
     )
-    return replace(names, data_uri=data_uri)
+    return names._replace(data_uri=data_uri)
 
 
 def open_checkout(repo: Path) -> Git | None:

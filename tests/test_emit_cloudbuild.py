@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -308,7 +307,7 @@ def test_a_root_context_builds_the_whole_checkout() -> None:
 
 
 def _deploy_args(rules: Rules, ref: str = "refs/heads/feature/$x") -> list[str]:
-    artifacts = dataclasses.replace(_artifacts(rules), ref=ref)
+    artifacts = _artifacts(rules)._replace(ref=ref)
     config = emit_build(_plan(rules, "function/main.py"), rules, artifacts)
     assert config is not None
     build_from_dict(config)
@@ -554,8 +553,8 @@ def test_gcloud_accepts_every_emitted_flag(tmp_path: Path, extra: str) -> None:
 
 
 def _tags_for(rules: Rules, branch: str, commit: str = HEAD) -> list[str]:
-    plan = dataclasses.replace(_plan(rules, "src/app.py"), head=commit)
-    artifacts = dataclasses.replace(_artifacts(rules), ref=f"refs/heads/{branch}")
+    plan = _plan(rules, "src/app.py")._replace(head=commit)
+    artifacts = _artifacts(rules)._replace(ref=f"refs/heads/{branch}")
     config = emit_build(plan, rules, artifacts)
     assert config is not None
     assert list(build_from_dict(config).tags) == config["tags"]

@@ -102,7 +102,7 @@ def _event(tmp_path: Path, content: bytes) -> dict[str, str]:
         (b'{"before": ' * 100_000 + b"1" + b"}" * 100_000, "is nested too deeply"),
         (b'{"before": ' + b"9" * 5000 + b"}", "holds an integer of 5000 digits (at most 64)"),
         (b'{"before": NaN}', "holds NaN, which is not a JSON number"),
-        (b'{"before": 1e999}', "holds a number too large for a double: 1e999"),
+        (b'{"before": 1e999}', "holds a number too large for a double: '1e999'"),
         (b'{"a": 1, "a": 2}', "repeats the key 'a'"),
         (b"\xff\xfe{}", "is not valid JSON (not UTF-8 at byte 0)"),
     ],

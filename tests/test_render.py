@@ -13,6 +13,7 @@ from orchestrator.commands.io import CommandIO
 from orchestrator.commands.plan import show
 from orchestrator.errors import InputError
 from orchestrator.model import Action, ChangedPath, Existing, Plan, Reason, Skipped
+from orchestrator.output import Redactor
 from orchestrator.render import (
     github_outputs,
     plan_to_json,
@@ -409,7 +410,7 @@ def test_format_github_writes_the_files_named_in_the_environment(tmp_path: Path)
     summary.write_text("earlier step\n", encoding="utf-8")
     stdout = io.StringIO()
     env = {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
-    show(PLAN, "github", CommandIO(stdout, io.StringIO(), env))
+    show(PLAN, "github", CommandIO(stdout, io.StringIO(), env, Redactor()))
     written = dict(line.split("=", 1) for line in output.read_text("utf-8").splitlines())
     assert json.loads(written["actions"]) == [a.id for a in PLAN.actions]
     assert written["has_work"] == "true"
@@ -419,13 +420,13 @@ def test_format_github_writes_the_files_named_in_the_environment(tmp_path: Path)
 
 def test_format_github_without_the_environment_is_bad_input() -> None:
     with pytest.raises(InputError, match="needs GITHUB_OUTPUT or GITHUB_STEP_SUMMARY"):
-        show(PLAN, "github", CommandIO(io.StringIO(), io.StringIO(), {}))
+        show(PLAN, "github", CommandIO(io.StringIO(), io.StringIO(), {}, Redactor()))
 
 
 def test_format_github_with_an_unwritable_file_is_bad_input(tmp_path: Path) -> None:
     env = {"GITHUB_OUTPUT": str(tmp_path / "missing-dir" / "output")}
     with pytest.raises(InputError, match="cannot write the GitHub outputs"):
-        show(PLAN, "github", CommandIO(io.StringIO(), io.StringIO(), env))
+        show(PLAN, "github", CommandIO(io.StringIO(), io.StringIO(), env, Redactor()))
 
 
 class _Tty(io.StringIO):
@@ -445,7 +446,7 @@ class _Tty(io.StringIO):
 def test_table_format_is_rich_only_on_a_terminal_without_no_color(
     stream: io.StringIO, env: dict[str, str], rich: bool
 ) -> None:
-    show(PLAN, "table", CommandIO(stream, io.StringIO(), env))
+    show(PLAN, "table", CommandIO(stream, io.StringIO(), env, Redactor()))
     text = stream.getvalue()
     assert (text == render_text(PLAN)) is not rich
     assert ("━" in text or "─" in text or "┃" in text) is rich

@@ -29,6 +29,7 @@ from orchestrator.cli import main
 from orchestrator.commands.io import CommandIO
 from orchestrator.commands.validate import check_cloud
 from orchestrator.config import load_rules
+from orchestrator.output import Redactor
 from tests.fixtures._services import free_port
 from tests.fixtures.gitrepo import GitRepo, git_env
 
@@ -353,7 +354,7 @@ def test_the_real_endpoints_get_the_same_requests_with_credentials(tmp_path: Pat
 
     stdout, stderr = io.StringIO(), io.StringIO()
     access = Access({}, transport=transport, token=token)
-    code = check_cloud(rules, CommandIO(stdout, stderr, {}), access)
+    code = check_cloud(rules, CommandIO(stdout, stderr, {}, Redactor()), access)
     assert (code, stderr.getvalue()) == (0, "")
     assert len(tokens) == 1  # one token for every request
     assert {auth for *_, auth in sent} == {"Bearer ya29.test-token"}

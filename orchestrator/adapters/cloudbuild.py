@@ -17,8 +17,23 @@ log URL. A ``KeyboardInterrupt`` (Ctrl-C) while the build is followed cancels it
 
 Endpoint: real Cloud Build with application default credentials, unless the environment maps
 ``ORCHESTRATOR_CLOUDBUILD_ENDPOINT=host:port``, which selects an insecure gRPC channel with no
-credentials (a local test server, or a plaintext proxy). Every call has an explicit timeout and
-no client-side retry, so an unreachable endpoint fails in seconds, never after minutes.
+credentials (a local test server, or a plaintext proxy).
+
+Faults (``orchestrator.retrying``): every call has an explicit timeout and no retry of the
+client's own; ``retrying.call`` retries the codes the generated client retries for ``GetBuild``
+and ``ListBuilds`` (``DEADLINE_EXCEEDED`` and ``UNAVAILABLE``:
+``google/cloud/devtools/cloudbuild_v1/services/cloud_build/transports/base.py``,
+``_prep_wrapped_messages``), with backoff, for at most ``ORCHESTRATOR_RETRY_DEADLINE`` seconds
+(60 against Cloud Build, 10 against an endpoint the environment names); a refused connection to
+an endpoint on this machine fails at once. A service that keeps failing is a
+``ServiceUnreachable`` naming it.
+
+``CreateBuild`` is not idempotent (the generated client gives it no retry at all): a request
+whose answer was lost may have started a build. So every build carries a tag unique to this
+submission (``ct-request-<hex>``), and an attempt after a failed one first lists the builds
+with that tag (``ListBuilds`` with ``filter='tags="..."'``: the query syntax of "Filtering build
+results using queries", https://cloud.google.com/build/docs/view-build-results) and follows the
+build it finds instead of creating a second.
 
 google.cloud and grpc are imported inside the functions, so the planning path never pays for it.
 """
@@ -27,10 +42,12 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import retrying
 from orchestrator.errors import InputError, OrchestratorError, ServiceUnreachable, StepFailed
 
 if TYPE_CHECKING:
@@ -42,11 +59,13 @@ FINAL_STATUSES = frozenset(
     {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
 )
 
+#: The tag that finds a build again after its CreateBuild answer was lost. Tags must match
+#: ``^[\w][\w.-]{0,127}$`` (``Build.tags`` in the API reference).
+REQUEST_TAG_PREFIX = "ct-request-"
+
 _CALL_TIMEOUT = 60.0
 # Ctrl-C was pressed: cancelling must not keep the user waiting for long.
 _CANCEL_TIMEOUT = 20.0
-# Polling tolerates this many failed GetBuild calls in a row (a network blip) before giving up.
-_MAX_POLL_ERRORS = 5
 # Added to the build's own timeout before we stop waiting for it.
 _WAIT_MARGIN = 600.0
 _DEFAULT_BUILD_TIMEOUT = 600.0  # Cloud Build's default when the config sets none
@@ -138,38 +157,94 @@ def submit_build(
     parent = f"projects/{project}/locations/{region}"
     endpoint = env.get(ENDPOINT_VAR) or None
     where = f"the Cloud Build API at {endpoint} ({ENDPOINT_VAR})" if endpoint else "Cloud Build"
+    calls = _Calls(where, endpoint, retrying.deadline(env, local=endpoint is not None))
     client = _client(endpoint, where)
     if wait_timeout is None:
         build_seconds = build.timeout.total_seconds() if "timeout" in build else 0.0
         wait_timeout = (build_seconds or _DEFAULT_BUILD_TIMEOUT) + _WAIT_MARGIN
 
     try:
-        operation = _call(
-            where,
-            lambda: client.create_build(
-                project_id=project,
-                parent=parent,
-                build=build,
-                retry=None,  # CreateBuild is not idempotent: a retry could start two builds
-                timeout=_CALL_TIMEOUT,
-            ),
-        )
-        metadata = operation.metadata
-        if metadata is None or not metadata.build.id:
+        record = _record(calls.run("create the build", _creating(client, project, parent, build)))
+        if not record.build_id:
             raise StepFailed(f"{where} accepted the build but returned no build id.")
-        record = _record(metadata.build)
         try:
             if on_submitted:
                 on_submitted(record)
             if on_status:
                 on_status(record)
-            return _follow(
-                client, parent, project, record, where, on_status, poll_interval, wait_timeout
-            )
+            return _follow(client, parent, project, record, calls, on_status, poll_interval,
+                           wait_timeout)  # fmt: skip
         except KeyboardInterrupt:
             raise _cancel(client, parent, project, record, where) from None
     finally:
         client.transport.close()
+
+
+def _creating(
+    client: Any, project: str, parent: str, build: cloudbuild_v1.Build
+) -> Callable[[float], Any]:
+    """One attempt at creating ``build`` (tagged with a tag unique to this submission), for
+    ``retrying.call``: after a failed attempt, the build that attempt may have started is
+    looked up by its tag and returned instead of creating another (see the module docstring)."""
+    from google.cloud.devtools import cloudbuild_v1
+
+    tag = f"{REQUEST_TAG_PREFIX}{uuid.uuid4().hex}"
+    build.tags.append(tag)
+    request = cloudbuild_v1.ListBuildsRequest(
+        parent=parent, project_id=project, filter=f'tags="{tag}"', page_size=1
+    )
+    tried = False
+
+    def attempt(seconds: float) -> Any:
+        nonlocal tried
+        if tried:
+            found = client.list_builds(request=request, retry=None, timeout=seconds)
+            for existing in found.builds:  # the first page: one build carries this tag, or none
+                return existing
+        tried = True
+        # retry=None: retrying.call is the retry, and this attempt is safe to repeat (above)
+        operation = client.create_build(
+            project_id=project, parent=parent, build=build, retry=None, timeout=seconds
+        )
+        metadata = operation.metadata
+        return metadata.build if metadata is not None else cloudbuild_v1.Build()
+
+    return attempt
+
+
+class _Calls:
+    """Calls to one Cloud Build endpoint through ``retrying.call``, their errors in one line."""
+
+    def __init__(self, where: str, endpoint: str | None, total: float) -> None:
+        self.where = where
+        self.local = endpoint is not None and retrying.is_loopback(endpoint)
+        self.total = total
+
+    def transient(self, exc: BaseException) -> bool:
+        from google.api_core import exceptions as gexc
+
+        # The codes the generated client retries for GetBuild and ListBuilds (module docstring)
+        retried = (gexc.ServiceUnavailable, gexc.DeadlineExceeded)
+        return isinstance(exc, retried) and not (self.local and retrying.refused(exc))
+
+    def run(self, doing: str, attempt: Callable[[float], Any]) -> Any:
+        """``attempt(timeout)`` with retries; ``doing`` says what for in the error."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            return retrying.call(
+                attempt, transient=self.transient, total=self.total, cap=_CALL_TIMEOUT
+            )
+        except retrying.GaveUp as exc:
+            raise ServiceUnreachable(
+                f"{self.where} kept failing to {doing}: {_first_line(exc.last)} ({exc.summary})"
+            ) from exc
+        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded) as exc:  # refused: nothing there
+            raise ServiceUnreachable(f"Cannot reach {self.where}: {_first_line(exc)}") from exc
+        except gexc.InvalidArgument as exc:
+            raise InputError(f"{self.where} rejected the build: {_first_line(exc)}") from exc
+        except gexc.GoogleAPICallError as exc:
+            raise StepFailed(f"{self.where} refused to {doing}: {_first_line(exc)}") from exc
 
 
 def _cancel(client: Any, parent: str, project: str, record: BuildRecord, where: str) -> Cancelled:
@@ -203,16 +278,19 @@ def _follow(
     parent: str,
     project: str,
     record: BuildRecord,
-    where: str,
+    calls: _Calls,
     on_status: Callable[[BuildRecord], None] | None,
     poll_interval: float,
     wait_timeout: float,
 ) -> BuildRecord:
-    from google.api_core import exceptions as gexc
-
     deadline = time.monotonic() + wait_timeout
     name = f"{parent}/builds/{record.build_id}"
-    errors = 0
+
+    def poll(seconds: float) -> Any:
+        return client.get_build(
+            name=name, project_id=project, id=record.build_id, retry=None, timeout=seconds
+        )
+
     while not record.finished:
         if time.monotonic() > deadline:
             raise StepFailed(
@@ -221,40 +299,14 @@ def _follow(
             )
         time.sleep(poll_interval)
         try:
-            current = client.get_build(
-                name=name, project_id=project, id=record.build_id, retry=None, timeout=_CALL_TIMEOUT
-            )
-        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError) as exc:
-            errors += 1
-            if errors >= _MAX_POLL_ERRORS:
-                raise ServiceUnreachable(
-                    f"Lost contact with {where} while following build {record.build_id} "
-                    f"({errors} failed polls): {_first_line(exc)}"
-                ) from exc
-            continue
-        except gexc.GoogleAPICallError as exc:
-            raise StepFailed(
-                f"Following build {record.build_id} on {where} failed: {_first_line(exc)}"
-            ) from exc
-        errors = 0
+            current = calls.run(f"report on build {record.build_id}", poll)
+        except ServiceUnreachable as exc:
+            raise ServiceUnreachable(f"{exc} (the build may still run: {record.log_url})") from exc
         latest = _record(current)
         if latest != record and on_status:
             on_status(latest)
         record = latest
     return record
-
-
-def _call(where: str, fn: Callable[[], Any]) -> Any:
-    from google.api_core import exceptions as gexc
-
-    try:
-        return fn()
-    except (gexc.ServiceUnavailable, gexc.DeadlineExceeded) as exc:
-        raise ServiceUnreachable(f"Cannot reach {where}: {_first_line(exc)}") from exc
-    except gexc.InvalidArgument as exc:
-        raise InputError(f"{where} rejected the build: {_first_line(exc)}") from exc
-    except gexc.GoogleAPICallError as exc:
-        raise StepFailed(f"{where} refused the build: {_first_line(exc)}") from exc
 
 
 def _client(endpoint: str | None, where: str) -> Any:
@@ -311,6 +363,4 @@ def _seconds(span: Any) -> float | None:
     return float(delta.total_seconds())
 
 
-def _first_line(value: object) -> str:
-    text = str(value).strip()
-    return text.splitlines()[0] if text else type(value).__name__
+_first_line = retrying.first_line

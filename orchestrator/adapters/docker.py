@@ -7,6 +7,15 @@ Talks to the engine named by ``DOCKER_HOST`` in the environment mapping passed i
 its own configuration. Pushes use the engine's usual credentials (``~/.docker/config.json``,
 credential helpers such as ``gcloud auth configure-docker``).
 
+Faults (``orchestrator.retrying``): the engine retries a layer upload that fails by itself
+(``Retrying in 5 seconds``), not the manifest. A push that fails on a transient fault (an HTTP
+408, 429 or 5xx answer, a reset, closed or timed-out connection, as the engine words them:
+``received unexpected HTTP status: 503 Service Unavailable``, ``connection reset by peer``) is
+pushed again, with backoff, for at most ``ORCHESTRATOR_RETRY_DEADLINE`` seconds (60, or 10 for
+a registry on this machine). That is safe: layers are content-addressed (those already there
+are skipped) and the manifest is put under its tag with the same bytes. Anything else (a
+refused connection, 401/403, an unknown repository) fails at once.
+
 docker is imported inside the functions, so the planning path never pays for it.
 """
 
@@ -18,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator import retrying
 from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
 
 DOCKER_HOST_VAR = "DOCKER_HOST"
@@ -28,6 +38,17 @@ _PING_TIMEOUT = 10
 _BUILD_TIMEOUT = 3600
 
 LogSink = Callable[[str], None]
+
+# How the engine words a transient failure of the registry (moby's distribution client:
+# "received unexpected HTTP status: 503 Service Unavailable"; Go's net errors for the rest).
+_TRANSIENT_PUSH = re.compile(
+    r"\b(?:408|429|500|502|503|504) [A-Z][A-Za-z ]+$|connection reset by peer|broken pipe"
+    r"|unexpected EOF|: EOF$|i/o timeout|TLS handshake timeout|server closed idle connection"
+)
+
+
+class _TransientPush(StepFailed):
+    """A push failed on a fault worth pushing again for (``_TRANSIENT_PUSH``)."""
 
 
 def build_and_push(
@@ -66,7 +87,7 @@ def build_and_push(
         client.api.timeout = _BUILD_TIMEOUT
         try:
             _build(client, context, dockerfile, image, build_args, network_mode, log)
-            digest = _push(client, repository, tag, log)
+            digest = _push_until_done(client, repository, tag, log, env)
         except docker.errors.APIError as exc:
             raise StepFailed(f"Docker could not build and push {image}: {_explain(exc)}") from exc
         except docker.errors.DockerException as exc:
@@ -179,6 +200,29 @@ def _build(
     lines.flush()
 
 
+def _push_until_done(
+    client: Any, repository: str, tag: str, log: LogSink, env: Mapping[str, str]
+) -> str:
+    registry = repository.split("/", 1)[0]
+
+    def again(exc: BaseException, pause: float) -> None:
+        log(f"{exc}; pushing again in {pause:.1f} s")
+
+    try:
+        return retrying.call(
+            lambda _seconds: _push(client, repository, tag, log),
+            transient=lambda exc: isinstance(exc, _TransientPush),
+            total=retrying.deadline(env, local=retrying.is_loopback(registry)),
+            on_retry=again,
+        )
+    except retrying.GaveUp as exc:
+        raise ServiceUnreachable(
+            f"the registry {registry} kept failing the push of {repository}:{tag}: "
+            f"{_one_line(exc.last).removeprefix(f'docker push of {repository}:{tag} failed: ')} "
+            f"({exc.summary})"
+        ) from exc
+
+
 def _push(client: Any, repository: str, tag: str, log: LogSink) -> str:
     digest = ""
     stream: Iterable[dict[str, Any]] = client.api.push(
@@ -186,8 +230,9 @@ def _push(client: Any, repository: str, tag: str, log: LogSink) -> str:
     )
     for chunk in stream:
         if "error" in chunk:
-            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-            raise StepFailed(f"docker push of {repository}:{tag} failed: {_one_line(detail)}")
+            detail = _one_line(chunk.get("errorDetail", {}).get("message") or chunk["error"])
+            failed = _TransientPush if _TRANSIENT_PUSH.search(detail) else StepFailed
+            raise failed(f"docker push of {repository}:{tag} failed: {detail}")
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("Digest"):
             digest = str(aux["Digest"])

@@ -19,9 +19,9 @@ import posixpath
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import NamedTuple
 
 from orchestrator.adapters.process import CommandFailed, last_line, run
 from orchestrator.errors import GitError
@@ -70,8 +70,7 @@ class FetchFailed(GitError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(NamedTuple):
     """A commit as stored: its id and the parents recorded in the object.
 
     ``parents`` are the real parents even in a shallow clone (where git pretends the
@@ -443,6 +442,8 @@ class Snapshot:
         #: directory -> {name: (mode, object id)}; None when it is not a directory
         self._listings: dict[str, dict[str, tuple[str, str]] | None] = {}
         self._root: str | None = None
+        #: the directories read so far that hold a symbolic link
+        self._linked: set[str] = set()
 
     def tree_ids(self, dirs: Sequence[str]) -> dict[str, str | None]:
         """The tree id of each directory (normalized, ``""`` the root), or ``None``."""
@@ -474,19 +475,32 @@ class Snapshot:
                 result[path] = found[2]
         return result
 
-    def leaves(self, path: str) -> str | None:
-        """Whether ``path``, checked out, would lead out of the repository: a symbolic link
-        along it (committed as a link, mode 120000) whose target, resolved as the system
-        would from the link's directory, is absolute or climbs above the root. Says which
-        link and where it points; ``None`` when the path stays inside (or does not exist)."""
-        normal = posixpath.normpath(path or ".")
+    def leaves(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """For each path, whether it, checked out, would lead out of the repository: a
+        symbolic link along it (committed as a link, mode 120000) whose target, resolved as the
+        system would from the link's directory, is absolute or climbs above the root. Says
+        which link and where it points; ``None`` when the path stays inside (or does not
+        exist). The directories along every path are read together, one git call per level."""
+        normals = {path: posixpath.normpath(path or ".") for path in paths}
+        self._load(
+            [n.rpartition("/")[0] for n in normals.values() if not n.startswith(("/", ".."))]
+        )
+        if not self._linked:  # no link along any of them: only '..' or '/' can lead out
+            return {
+                path: self._leaves(path, normal) if normal.startswith(("/", "..")) else None
+                for path, normal in normals.items()
+            }
+        return {path: self._leaves(path, normal) for path, normal in normals.items()}
+
+    def _leaves(self, path: str, normal: str) -> str | None:
         if normal.startswith("/") or normal == ".." or normal.startswith("../"):
             return f"{path} is outside the repository"
         parts = [part for part in normal.split("/") if part not in ("", ".")]
         index, hops = 0, 0
         while index < len(parts):
             parent = "/".join(parts[:index])
-            self._load([parent])
+            if parent not in self._listings:
+                self._load([parent])
             entry = (self._listings.get(parent) or {}).get(parts[index])
             if entry is None or entry[0] != LINK_MODE:
                 index += 1
@@ -535,7 +549,10 @@ class Snapshot:
                     continue
                 if not directory:
                     self._root = found[0]
-                self._listings[directory] = parse_tree(found[2], found[0])
+                listing = parse_tree(found[2], found[0])
+                self._listings[directory] = listing
+                if any(mode == LINK_MODE for mode, _ in listing.values()):
+                    self._linked.add(directory)
 
 
 def parse_tree(data: bytes, oid: str) -> dict[str, tuple[str, str]]:

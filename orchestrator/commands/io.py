@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, NamedTuple
 
 from orchestrator.output import Redactor
 
 
-@dataclass(frozen=True)
-class CommandIO:
+class CommandIO(NamedTuple):
     stdout: IO[str]
     stderr: IO[str]
     env: Mapping[str, str]
     #: the secret values never to show; ``main`` passes both streams and every error through
     #: it, and a command adds the values of the secrets its rules.toml declares
-    redactor: Redactor = field(default_factory=Redactor)
+    redactor: Redactor

@@ -32,7 +32,7 @@ def run(target: Target, executor: str, fmt: str, io: CommandIO, services: str) -
     # Progress goes to stderr when stdout carries the JSON report.
     stream = io.stderr if fmt == "json" else io.stdout
     if fmt == "table":  # what is about to happen, and why, before it happens
-        show_plan(prepared.plan, "table", replace(io, stdout=stream))
+        show_plan(prepared.plan, "table", io._replace(stdout=stream))
     if prepared.plan.has_work:
         report = EXECUTORS[executor].execute(prepared, stream, io.env)
     else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from orchestrator.adapters import cloudbuild
 from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
 from tests.fixtures._services import free_port
 from tests.fixtures.cloudbuild_server import LocalCloudBuild
+from tests.fixtures.faultproxy import Fault, FaultProxy
 
 CONFIG: dict[str, Any] = {
     "steps": [
@@ -101,7 +104,13 @@ def test_successful_build_is_followed_to_the_end(cloudbuild_api: LocalCloudBuild
     [request] = cloudbuild_api.requests
     assert request.parent == "projects/demo-project/locations/us-central1"
     assert request.project_id == "demo-project"
-    assert request.build == cloudbuild.build_from_dict(CONFIG)  # exactly what was emitted
+    # exactly what was emitted, and the tag that finds this submission again
+    *emitted_tags, request_tag = request.build.tags
+    assert request_tag.startswith(cloudbuild.REQUEST_TAG_PREFIX)
+    assert emitted_tags == CONFIG["tags"]
+    sent = cloudbuild.build_from_dict(CONFIG)
+    sent.tags.append(request_tag)
+    assert request.build == sent
 
     assert record.succeeded and record.finished
     assert record.status == "SUCCESS"
@@ -304,3 +313,128 @@ def test_the_stand_in_cancels_only_what_the_api_would(cloudbuild_api: LocalCloud
     with pytest.raises(gexc.FailedPrecondition):
         client.cancel_build(project_id="p-1", id=build_id, retry=None, timeout=10)
     client.transport.close()
+
+
+# --- faults, through the fault proxy in front of the stand-in ------------------------------
+
+
+def _through(proxy: FaultProxy, deadline: str) -> dict[str, str]:
+    return {cloudbuild.ENDPOINT_VAR: proxy.address, "ORCHESTRATOR_RETRY_DEADLINE": deadline}
+
+
+def test_reset_connections_are_retried_and_one_build_is_created(
+    cloudbuild_api: LocalCloudBuild, fault_proxy: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy(cloudbuild_api.address, protocol="tcp")
+    proxy.inject(Fault.reset(first=3))
+
+    record = cloudbuild.submit_build(
+        "p-1", "us-central1", CONFIG, env=_through(proxy, "20"), poll_interval=0.01
+    )
+
+    assert record.succeeded
+    assert proxy.stats.faulted == 3
+    assert cloudbuild_api.build_ids == [record.build_id]  # one build, whatever the retries
+
+
+def test_polls_ride_out_connections_reset_while_the_build_runs(
+    cloudbuild_api: LocalCloudBuild, fault_proxy: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy(cloudbuild_api.address, protocol="tcp")
+    cloudbuild_api.finish_next_builds_with("SUCCESS", working_polls=3)
+
+    def break_the_line(record: cloudbuild.BuildRecord) -> None:
+        if record.status == "WORKING":  # mid-build: the open connection and the next two go
+            proxy.inject(Fault.reset(first=2), drop_open=True)
+
+    record = cloudbuild.submit_build(
+        "p-1", "us-central1", CONFIG, env=_through(proxy, "20"), poll_interval=0.01,
+        on_status=break_the_line,
+    )  # fmt: skip
+
+    assert record.succeeded
+    assert proxy.stats.faulted == 2
+    assert cloudbuild_api.build_ids == [record.build_id]
+
+
+def test_a_slow_endpoint_is_waited_for(
+    cloudbuild_api: LocalCloudBuild, fault_proxy: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy(cloudbuild_api.address, protocol="tcp")
+    proxy.inject(Fault.delay(1.5, first=1))
+    started = time.monotonic()
+
+    record = cloudbuild.submit_build(
+        "p-1", "us-central1", CONFIG, env=_through(proxy, "20"), poll_interval=0.01
+    )
+
+    assert record.succeeded
+    assert time.monotonic() - started >= 1.5
+    assert len(cloudbuild_api.build_ids) == 1
+
+
+def test_a_lost_create_answer_finds_the_build_by_its_tag_instead_of_starting_another(
+    cloudbuild_api: LocalCloudBuild,
+) -> None:
+    """CreateBuild is not idempotent: the build that a lost answer created is the one
+    followed (found with ListBuilds by the submission's tag), and no second one starts."""
+    cloudbuild_api.lose_next_create_answers(1)
+    env = {**cloudbuild_api.env, "ORCHESTRATOR_RETRY_DEADLINE": "20"}
+
+    record = cloudbuild.submit_build("p-1", "us-central1", CONFIG, env=env, poll_interval=0.01)
+
+    assert record.succeeded
+    [request] = cloudbuild_api.requests  # created once
+    assert cloudbuild_api.build_ids == [record.build_id]
+    [listed] = cloudbuild_api.lists
+    tag = request.build.tags[-1]
+    assert tag.startswith(cloudbuild.REQUEST_TAG_PREFIX)
+    assert listed.filter == f'tags="{tag}"'
+    assert listed.parent == "projects/p-1/locations/us-central1"
+
+
+def test_a_create_that_never_arrived_is_sent_again(
+    cloudbuild_api: LocalCloudBuild, fault_proxy: Callable[..., FaultProxy]
+) -> None:
+    """The tag lookup finds nothing when the request never reached the service: create."""
+    proxy = fault_proxy(cloudbuild_api.address, protocol="tcp")
+    proxy.inject(Fault.reset(first=1))
+
+    record = cloudbuild.submit_build(
+        "p-1", "us-central1", CONFIG, env=_through(proxy, "20"), poll_interval=0.01
+    )
+
+    assert record.succeeded
+    assert len(cloudbuild_api.requests) == 1
+    assert len(cloudbuild_api.lists) == 1
+
+
+def test_an_endpoint_that_keeps_failing_gives_up_within_the_deadline_naming_it(
+    cloudbuild_api: LocalCloudBuild, fault_proxy: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy(cloudbuild_api.address, protocol="tcp")
+    proxy.inject(Fault.reset())
+    started = time.monotonic()
+
+    with pytest.raises(ServiceUnreachable) as raised:
+        cloudbuild.submit_build(
+            "p-1", "us-central1", CONFIG, env=_through(proxy, "3"), poll_interval=0.01
+        )
+
+    assert time.monotonic() - started < 6
+    text = str(raised.value)
+    assert "\n" not in text
+    assert text.startswith(
+        f"the Cloud Build API at {proxy.address} (ORCHESTRATOR_CLOUDBUILD_ENDPOINT) kept failing"
+    )
+    assert re.search(r"gave up after \d+ attempts? in [\d.]+ s \(ORCHESTRATOR_RETRY_DEADLINE=3\)",
+                     text), text  # fmt: skip
+    assert cloudbuild_api.requests == []
+
+
+def test_errors_that_are_not_transient_are_not_retried(cloudbuild_api: LocalCloudBuild) -> None:
+    config = {**CONFIG, "availableSecrets": {"secretManager": [{"versionName": "bad", "env": "X"}]}}
+    with pytest.raises(InputError, match="rejected the build"):
+        cloudbuild.submit_build("p-1", "us-central1", config, env=cloudbuild_api.env)
+    assert len(cloudbuild_api.requests) == 0
+    assert cloudbuild_api.lists == []

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,7 @@ from orchestrator.adapters.storage import LOCAL_BUCKET_ROOT_VAR
 from orchestrator.cli import main
 from tests.fixtures._services import free_port
 from tests.fixtures.cloudbuild_server import LocalCloudBuild
+from tests.fixtures.faultproxy import Fault, FaultProxy
 from tests.fixtures.gitrepo import GitRepo, git_env
 from tests.samples import SMALL_RULES as RULES
 
@@ -273,3 +275,51 @@ def test_sigint_to_a_real_run_cancels_the_build_and_exits_130(
 def _only_build(api: LocalCloudBuild) -> str:
     [build_id] = api.build_ids
     return build_id
+
+
+def test_connections_reset_on_the_way_to_cloud_build_are_ridden_out(
+    git_repo: GitRepo,
+    cloudbuild_api: LocalCloudBuild,
+    tmp_path: Path,
+    fault_proxy: Callable[..., FaultProxy],
+) -> None:
+    repo = _repo(git_repo)
+    proxy = fault_proxy(cloudbuild_api.address, protocol="tcp")
+    proxy.inject(Fault.reset(first=2))
+    env = _env(cloudbuild_api, tmp_path, ORCHESTRATOR_CLOUDBUILD_ENDPOINT=proxy.address,
+               ORCHESTRATOR_RETRY_DEADLINE="20")  # fmt: skip
+
+    code, out, err = _run(repo, env)
+
+    assert (code, err) == (0, ""), out + err
+    assert proxy.stats.faulted == 2
+    assert len(cloudbuild_api.build_ids) == 1  # one build, whatever the retries
+    assert out.splitlines()[-1] == "run succeeded"
+
+
+def test_a_cloud_build_api_that_keeps_failing_is_exit_1_naming_it_and_nothing_is_built(
+    git_repo: GitRepo,
+    cloudbuild_api: LocalCloudBuild,
+    tmp_path: Path,
+    fault_proxy: Callable[..., FaultProxy],
+) -> None:
+    repo = _repo(git_repo)
+    proxy = fault_proxy(cloudbuild_api.address, protocol="tcp")
+    proxy.inject(Fault.reset())
+    env = _env(cloudbuild_api, tmp_path, ORCHESTRATOR_CLOUDBUILD_ENDPOINT=proxy.address,
+               ORCHESTRATOR_RETRY_DEADLINE="3")  # fmt: skip
+    started = time.monotonic()
+
+    code, _, err = _run(repo, env)
+
+    assert time.monotonic() - started < 15
+    assert code == 1
+    [line] = err.splitlines()
+    assert line.startswith(
+        f"orchestrator: error: the Cloud Build API at {proxy.address} "
+        "(ORCHESTRATOR_CLOUDBUILD_ENDPOINT) kept failing to create the build: "
+    ), line
+    assert "ORCHESTRATOR_RETRY_DEADLINE=3" in line
+    assert cloudbuild_api.requests == []  # nothing was started: nothing publishes
+    ledgers = list((tmp_path / "buckets").rglob("ledger/**/*.json"))
+    assert ledgers == []  # the deploy ledger did not move

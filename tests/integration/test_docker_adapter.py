@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ import pytest
 from orchestrator.adapters import docker as docker_adapter
 from orchestrator.errors import InputError, ServiceUnreachable, StepFailed
 from tests.fixtures._services import free_port
+from tests.fixtures.faultproxy import Fault, FaultProxy
 
 if TYPE_CHECKING:
     from tests.fixtures.docker import DockerEngine
@@ -179,3 +181,64 @@ def test_the_registry_adapter_finds_a_pushed_tag_by_digest_and_a_missing_one_not
     assert registry.manifest_digest(image, env) == served == pinned.split("@")[1]
     assert registry.manifest_digest(f"{host}/ct/hello:never-pushed", env) is None
     assert registry.manifest_digest(f"{host}/ct/nothing-here:t", env) is None
+
+
+# --- faults: the registry behind the fault proxy ------------------------------------------
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.status(503, first=1, match=r"^PUT .*/manifests/"),
+     Fault.reset(first=1, match=r"^PUT .*/manifests/")],
+    ids=["503", "reset"],
+)  # fmt: skip
+def test_a_push_that_meets_a_transient_fault_is_pushed_again(
+    engine: tuple[dict[str, str], str],
+    context: Path,
+    fault_proxy: Callable[..., FaultProxy],
+    fault: Fault,
+) -> None:
+    """The engine retries a layer upload itself, not the manifest: the adapter pushes again
+    (the layers are there already: only the manifest is put again)."""
+    env, registry = engine
+    proxy = fault_proxy(registry, protocol="http")
+    proxy.inject(fault)
+    lines: list[str] = []
+    tag = f"t-{uuid.uuid4().hex[:8]}"
+
+    pinned = docker_adapter.build_and_push(
+        context, "docker/Dockerfile", f"{proxy.address}/ct/hello:{tag}", {},
+        env={**env, "ORCHESTRATOR_RETRY_DEADLINE": "20"}, on_log=lines.append,
+    )  # fmt: skip
+
+    served = _registry_digest(registry, "ct/hello", tag)
+    assert served is not None and pinned == f"{proxy.address}/ct/hello@{served}"
+    assert proxy.stats.faulted == 1
+    assert any("pushing again in" in line for line in lines)
+    manifests = [line for line in proxy.stats.log if line.startswith("PUT") and "manifests" in line]
+    assert len(manifests) == 2
+
+
+@pytest.mark.docker
+def test_a_registry_that_keeps_failing_the_push_is_named_within_the_deadline(
+    engine: tuple[dict[str, str], str], context: Path, fault_proxy: Callable[..., FaultProxy]
+) -> None:
+    env, registry = engine
+    proxy = fault_proxy(registry, protocol="http")
+    proxy.inject(Fault.status(503, match=r"^PUT .*/manifests/"))
+    image = f"{proxy.address}/ct/hello:t-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+
+    with pytest.raises(ServiceUnreachable) as raised:
+        docker_adapter.build_and_push(
+            context, "docker/Dockerfile", image, {},
+            env={**env, "ORCHESTRATOR_RETRY_DEADLINE": "3"},
+        )  # fmt: skip
+
+    assert time.monotonic() - started < 15  # the build, then pushes for at most 3 s
+    text = str(raised.value)
+    assert "\n" not in text
+    assert text.startswith(f"the registry {proxy.address} kept failing the push of {image}: ")
+    assert "503 Service Unavailable" in text and "ORCHESTRATOR_RETRY_DEADLINE=3" in text
+    assert _registry_digest(registry, "ct/hello", image.rsplit(":", 1)[1]) is None
