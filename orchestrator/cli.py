@@ -9,7 +9,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, NoReturn, cast
 
@@ -87,7 +87,11 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line. ``only`` names the one command whose options are added (``""``:
+    none, each command a bare name, enough to find which one a command line names); ``None``
+    adds every command's. argparse spends about 0.1 ms on each option, so ``main`` builds
+    only the command it runs."""
     parser = _Parser(
         prog="orchestrator",
         description="Plan (and later run) the minimal build for a commit range, from rules.toml.",
@@ -102,81 +106,118 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    plan_text = "print the plan for a commit range"
-    _common(sub.add_parser("plan", help=plan_text, description=plan_text), suppress=True)
-    validate_text = "check rules.toml (exit 0 or 2)"
-    validate_parser = sub.add_parser("validate", help=validate_text, description=validate_text)
-    _common(validate_parser, suppress=True)
-    validate_parser.add_argument(
+    for name, text, options in _COMMANDS:
+        if only is None or only == name:
+            command = sub.add_parser(name, help=text, description=text)
+            _common(command, suppress=True)
+            options(command)
+        else:
+            sub.add_parser(name, help=text, description=text, add_help=False)
+    return parser
+
+
+def _no_options(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _validate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--cloud",
         action="store_true",
         help="also check, with the credentials in use, that the Google Cloud resources exist "
         "and every permission a build needs is held (exit 2 if not, 1 if unreachable)",
     )
-    explain_parser = sub.add_parser(
-        "explain", help="show which rules match the given paths", description="explain paths"
-    )
-    _common(explain_parser, suppress=True)
-    explain_parser.add_argument("paths", nargs="+", metavar="PATH")
-    run_text = "plan the range, then run the minimal steps (exit 1 if a step fails)"
-    run_parser = sub.add_parser("run", help=run_text, description=run_text)
-    _common(run_parser, suppress=True)
-    run_parser.add_argument(
+
+
+def _explain_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--executor", choices=("local", "cloudbuild"), default="local", help="default: local"
     )
     for flag, var in (("--project", "ORCHESTRATOR_PROJECT"), ("--region", "ORCHESTRATOR_REGION")):
-        run_parser.add_argument(
-            flag, help=f"Cloud Build {flag[2:]} (default: ${var}, then rules.toml)"
-        )
-    step_text = "perform one action of a build (what the Cloud Build steps run)"
-    step_parser = sub.add_parser("step", help=step_text, description=step_text)
-    _common(step_parser, suppress=True)
-    step_parser.add_argument("action_id", metavar="ACTION_ID")
-    step_parser.add_argument("--artifacts", required=True, metavar="JSON")
-    emit_text = "write the Cloud Build config for the plan (for gcloud builds submit --config)"
-    emit_parser = sub.add_parser("emit", help=emit_text, description=emit_text)
-    _common(emit_parser, suppress=True)
-    emit_parser.add_argument("--output", "-o", type=Path, help="write to FILE (default: stdout)")
-    trigger_text = "start a run of the deployed state, with new parameters or data if given"
-    trigger_parser = sub.add_parser("trigger", help=trigger_text, description=trigger_text)
-    _common(trigger_parser, suppress=True)
-    trigger_parser.add_argument(
-        "--reason", choices=("manual", "schedule", "data"), default="manual"
-    )
-    trigger_parser.add_argument(
+        parser.add_argument(flag, help=f"Cloud Build {flag[2:]} (default: ${var}, then rules.toml)")
+
+
+def _step_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action_id", metavar="ACTION_ID")
+    parser.add_argument("--artifacts", required=True, metavar="JSON")
+
+
+def _emit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", "-o", type=Path, help="write to FILE (default: stdout)")
+
+
+def _trigger_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", choices=("manual", "schedule", "data"), default="manual")
+    parser.add_argument(
         "--params", type=Path, metavar="FILE", help="a params.toml whose values replace these"
     )
-    trigger_parser.add_argument(
+    parser.add_argument(
         "--data", metavar="URI", help="train on this data (gs://..., or a local file locally)"
     )
-    trigger_parser.add_argument("--branch", help="whose deployed state (default: this branch)")
-    setup_text = "print the one-time Google Cloud setup for rules.toml as gcloud commands"
-    setup_parser = sub.add_parser("setup-gcp", help=setup_text, description=setup_text)
-    _common(setup_parser, suppress=True)
-    setup_parser.add_argument(
+    parser.add_argument("--branch", help="whose deployed state (default: this branch)")
+
+
+def _setup_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--print",
         dest="print_only",
         action="store_true",
         help="print the commands (required: setup-gcp runs nothing)",
     )
-    setup_parser.add_argument(
+    parser.add_argument(
         "--github-repo",
         metavar="OWNER/REPOSITORY",
         help="the repository whose workflows may impersonate the build's account "
         "(default: $GITHUB_REPOSITORY)",
     )
-    ledger_text = "inspect or repair the deploy ledger"
-    ledger_parser = sub.add_parser("ledger", help=ledger_text, description=ledger_text)
-    _common(ledger_parser, suppress=True)
-    ledger_parser.add_argument("ledger_command", choices=("show", "set", "history"))
-    ledger_parser.add_argument("--branch", help="whose ledger (default: this branch)")
-    ledger_parser.add_argument(
+
+
+def _ledger_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ledger_command", choices=("show", "set", "history"))
+    parser.add_argument("--branch", help="whose ledger (default: this branch)")
+    parser.add_argument(
         "--commit", metavar="REF", help="ledger set: record this commit's artifacts as deployed"
     )
-    ledger_parser.add_argument(
+    parser.add_argument(
         "--file", type=Path, metavar="FILE", help="ledger set: record this JSON state as it is"
     )
-    return parser
+
+
+#: (command, what it does, its own options), in the order --help lists them
+_COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    ("plan", "print the plan for a commit range", _no_options),
+    ("validate", "check rules.toml (exit 0 or 2)", _validate_options),
+    ("explain", "show which rules match the given paths", _explain_options),
+    ("run", "plan the range, then run the minimal steps (exit 1 if a step fails)", _run_options),
+    ("step", "perform one action of a build (what the Cloud Build steps run)", _step_options),
+    (
+        "emit",
+        "write the Cloud Build config for the plan (for gcloud builds submit --config)",
+        _emit_options,
+    ),
+    (
+        "trigger",
+        "start a run of the deployed state, with new parameters or data if given",
+        _trigger_options,
+    ),
+    (
+        "setup-gcp",
+        "print the one-time Google Cloud setup for rules.toml as gcloud commands",
+        _setup_options,
+    ),
+    ("ledger", "inspect or repair the deploy ledger", _ledger_options),
+)
+
+
+def parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed as ``build_parser()`` would, building the options of its command only:
+    a first pass with bare command names finds which command it is."""
+    named, _ = build_parser("").parse_known_args(argv)
+    return build_parser(named.command or "").parse_args(argv)
 
 
 def main(
@@ -201,7 +242,7 @@ def main(
         try:
             # --help and --version print (to our stdout) and exit 0 through SystemExit
             with contextlib.redirect_stdout(io.stdout):
-                args = build_parser().parse_args(args_list)
+                args = parse_command_line(args_list)
         except SystemExit as done:
             return done.code if isinstance(done.code, int) else EXIT_OK
         return _dispatch(args, io)

@@ -544,3 +544,28 @@ def test_an_error_with_a_newline_or_an_undecodable_byte_is_one_line(repo: GitRep
     assert code == 2
     assert_one_clean_line(err)
     assert "no\\nsuch\\x1b[31m" in err and "caf\\xe9" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plan", "--format", "json"],
+        ["--rules", "plan", "plan", "--base", "HEAD~1"],
+        ["--format", "json", "explain", "a.py", "b/c.py"],
+        ["--dry-run"],
+        ["--dry-run", "--all-paths", "--format", "json"],
+        ["run", "--executor", "cloudbuild", "--project", "p"],
+        ["step", "publish", "--artifacts", "{}"],
+        ["ledger", "set", "--commit", "HEAD", "--branch", "run"],
+        ["trigger", "--reason", "data", "--data", "gs://b/k"],
+        ["setup-gcp", "--print", "--github-repo", "o/r"],
+        ["validate", "--cloud", "--rules", "ledger"],
+        ["--changed", "emit", "emit", "-o", "x.yaml"],
+    ],
+)
+def test_the_command_line_is_read_as_the_full_parser_reads_it(argv: list[str]) -> None:
+    """main builds only the options of the command it runs (cli.parse_command_line); what it
+    reads is what the parser with every command's options reads."""
+    from orchestrator.cli import build_parser, parse_command_line
+
+    assert vars(parse_command_line(argv)) == vars(build_parser().parse_args(argv))
