@@ -197,15 +197,17 @@ def _required(rules: Rules, key: str, value: str | None) -> str:
 def parse_parameters(text: str, *, source: str) -> dict[str, ParamValue]:
     """The params file: a flat TOML table of scalar pipeline parameters, each one a message
     can carry (``orchestrator.message``): finite numbers, 64-bit integers, text without NUL."""
-    import tomllib
+    from orchestrator import toml_subset  # tomllib only when the file leaves the usual shape
 
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", file=source) from None
+        data = toml_subset.loads(text)
     except RecursionError:  # tomllib recurses once per level of nesting
         raise ConfigError("invalid TOML: values are nested too deeply", file=source) from None
-    except ValueError:  # the interpreter's integer-conversion limit (an integer of 5000 digits)
+    except ValueError as exc:  # tomllib's errors, and the interpreter's integer limit
+        import tomllib
+
+        if isinstance(exc, tomllib.TOMLDecodeError):
+            raise ConfigError(f"invalid TOML: {exc}", file=source) from None
         raise ConfigError(
             "invalid TOML: an integer has more digits than Python converts", file=source
         ) from None

@@ -31,6 +31,9 @@ _HEADER = re.compile(f"{_WS}\\[{_WS}({_KEY}(?:{_WS}\\.{_WS}{_KEY})*){_WS}\\]{_EN
 _ARRAY_HEADER = re.compile(f"{_WS}\\[\\[{_WS}({_KEY}(?:{_WS}\\.{_WS}{_KEY})*){_WS}\\]\\]{_END}")
 _BLANK = re.compile(f"{_WS}{_COMMENT}$")
 _INTEGER = r"[+-]?(?:0|[1-9][0-9]{0,17})"  # longer ones: tomllib decides
+#: a float with a fraction, an exponent or both, no underscores, inf or nan (those: tomllib);
+#: tomllib reads these with ``float`` too (tomllib/_re.py RE_NUMBER, _parser.py)
+_FLOAT = r"[+-]?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,20}(?:[eE][+-]?[0-9]{1,3})?|[eE][+-]?[0-9]{1,3})"
 _ARRAY = f"\\[{_WS}(?:{_STRING}{_WS},{_WS})*(?:{_STRING}{_WS},?{_WS})?\\]"
 _INLINE = (
     f"\\{{{_WS}(?:{_KEY}{_WS}={_WS}{_STRING}(?:{_WS},{_WS}{_KEY}{_WS}={_WS}{_STRING})*)?{_WS}\\}}"
@@ -38,7 +41,7 @@ _INLINE = (
 #: ``key = value``: each kind of value is its own group, and the line must end after it
 _ASSIGNMENT = re.compile(
     f"{_WS}({_KEY}){_WS}={_WS}"
-    f"(?:({_STRING})|(true|false)|({_INTEGER})|({_ARRAY})|({_INLINE})){_END}"
+    f"(?:({_STRING})|(true|false)|({_FLOAT})|({_INTEGER})|({_ARRAY})|({_INLINE})){_END}"
 )
 _STRINGS = re.compile(_STRING)
 _KEY_PART = re.compile(_KEY)
@@ -149,11 +152,13 @@ def _key(text: str) -> str:
 
 
 def _value(assignment: re.Match[str]) -> Any:
-    string, boolean, integer, array, inline = assignment.groups()[1:]
+    string, boolean, number, integer, array, inline = assignment.groups()[1:]
     if string is not None:
         return string[1:-1]
     if boolean is not None:
         return boolean == "true"
+    if number is not None:
+        return float(number)
     if integer is not None:
         return int(integer)
     if array is not None:

@@ -53,7 +53,9 @@ SCALARS = st.one_of(
     STRINGS,
     STRINGS,
     st.sampled_from(["true", "false", "0", "-0", "+1", "42", "-17"]),
-    st.sampled_from(["True", "007", "1_000", "1.5", "1e3", "0x1f", "inf", "nan", "1979-05-27",
+    st.sampled_from(["0.001", "-0.0", "+3.25", "1e3", "1E-04", "6.02e+23", "0.5e2", "1.", ".5",
+                     "01.5", "1e", "1.5e", "1_0.5", "1.5_0", "1e1_0", "-inf", "+nan", "1.0e400"]),
+    st.sampled_from(["True", "007", "1_000", "0x1f", "inf", "nan", "1979-05-27",
                      "12345678901234567890123"]),
 )  # fmt: skip
 
@@ -124,7 +126,7 @@ def test_this_repositorys_rules_files_are_read_without_tomllib(path: Path) -> No
 
 
 def test_text_outside_the_subset_is_read_by_tomllib() -> None:
-    text = 'a = 1.5\nb = "esc\\u00e9"\n[t]\nc.d = 2\n'
+    text = 'a = 1_0.5\nb = "esc\\u00e9"\n[t]\nc.d = 2\n'
     assert toml_subset.loads(text) == tomllib.loads(text)
     with pytest.raises(tomllib.TOMLDecodeError):
         toml_subset.loads("[a]\n[a]\n")
