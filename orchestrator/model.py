@@ -246,6 +246,10 @@ class Reason(NamedTuple):
     pattern: str | None = None
     implied_by: str | None = None
     note: str | None = None
+    #: how many changed paths it stands for: 1, except for what an ``all`` (a rule's, or
+    #: ``[unmatched] do = "all"``) gives every action, which is one reason per rule and
+    #: pattern with its first path (every path for every action would be paths x actions)
+    path_count: int = 1
 
 
 class Action(NamedTuple):

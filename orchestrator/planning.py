@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from orchestrator.contexts import BuildContext, holds
+from orchestrator.contexts import BuildContext
 from orchestrator.errors import InputError
 from orchestrator.matching import Matcher
 from orchestrator.model import (
@@ -135,7 +135,7 @@ def plan_changes(
         acted = False
         idle: Skipped | None = None  # why a build_image rule that hit the path builds nothing
         for rule, pattern, sinks, by_context in steps:
-            reason = new_reason(Reason, (path, rule, pattern, None, None))
+            reason = new_reason(Reason, (path, rule, pattern, None, None, 1))
             for sink in sinks:
                 sink[reason] = None
                 acted = True
@@ -166,10 +166,10 @@ def plan_changes(
         for path in unmatched:
             everything[Reason(path, UNMATCHED_RULE, None, None, _UNMATCHED_NOTE)] = None
     if everything:
-        for target in components.buildable():
-            drafts.setdefault(f"build_image:{target}", {}).update(everything)
-        for kind in _all_singletons(rules):
-            drafts.setdefault(kind, {}).update(everything)
+        every = _counted(everything)
+        ids = [f"build_image:{t}" for t in components.buildable()] + _all_singletons(rules)
+        for action_id in ids:
+            _add_counted(drafts.setdefault(action_id, {}), every)
 
     actions = _with_implications(drafts, rules)
     return Plan(
@@ -182,6 +182,33 @@ def plan_changes(
         unmatched=tuple(unmatched),
         warnings=tuple(warnings),
     )
+
+
+def _reason_key(reason: Reason) -> tuple[str | None, ...]:
+    return reason[1:5]  # (rule, pattern, implied_by, note)
+
+
+def _counted(reasons: Iterable[Reason]) -> dict[tuple[str | None, ...], Reason]:
+    """One reason per (rule, pattern, implied_by, note): the first path, with the number of
+    paths it stands for (``Reason.path_count``)."""
+    firsts: dict[tuple[str | None, ...], Reason] = {}
+    counts: dict[tuple[str | None, ...], int] = {}
+    for reason in reasons:
+        key = _reason_key(reason)
+        firsts.setdefault(key, reason)
+        counts[key] = counts.get(key, 0) + reason.path_count
+    return {key: first._replace(path_count=counts[key]) for key, first in firsts.items()}
+
+
+def _add_counted(draft: dict[Reason, None], every: Mapping[tuple[str | None, ...], Reason]) -> None:
+    """``every`` (what an ``all`` gives each action) into one action's reasons, in place; a
+    path the action already has through the same rule and pattern counts once (the counted
+    reason covers every path of its rule and pattern)."""
+    if any(_reason_key(reason) in every for reason in draft):
+        kept = [reason for reason in draft if _reason_key(reason) not in every]
+        draft.clear()
+        draft.update(dict.fromkeys(kept))
+    draft.update(dict.fromkeys(every.values()))
 
 
 def _all_singletons(rules: Rules) -> list[str]:
@@ -207,7 +234,11 @@ class _ComponentIndex:
     ) -> None:
         if contexts is not None:
             existing = {c.component.context for c in contexts.values() if c.exists}
-        self._contexts = sorted(((c.context, c.name) for c in rules.components), reverse=True)
+        #: context -> its components, deepest context first along a path (see ``_holding``)
+        self._by_context: dict[str, list[str]] = {}
+        for c in sorted(rules.components, key=lambda c: c.name, reverse=True):
+            self._by_context.setdefault(c.context, []).append(c.name)
+        self._held: dict[str, list[str]] = {}  # directory -> components holding it
         self._existing = {c.name for c in rules.components if c.context in existing}
         self._missing = {c.name: c.context for c in rules.components if c.context not in existing}
         self._names = [c.name for c in rules.components]
@@ -217,7 +248,7 @@ class _ComponentIndex:
     def targets(self, path: str) -> tuple[list[str], str | None]:
         """The buildable components whose image ``path`` can change (deepest context first),
         and, when there are none, why not."""
-        holding = [name for ctx, name in self._contexts if holds(ctx, path)]
+        holding = self._holding(path)
         if not holding:
             return [], NO_CONTEXT
         targets: list[str] = []
@@ -235,6 +266,24 @@ class _ComponentIndex:
         if excluded:
             return [], f"not sent to the image builder: excluded by {', '.join(excluded)}"
         return [], "its component's build context does not exist at head"
+
+    def _holding(self, path: str) -> list[str]:
+        """The components whose context holds ``path``, deepest context first: looked up for
+        the path and each directory above it (a context is a directory, ``""`` the root), so
+        the time does not grow with the number of components."""
+        directory = path.rpartition("/")[0]
+        held = self._held.get(directory)
+        if held is None:
+            held = []
+            current = directory
+            while True:
+                held += self._by_context.get(current, ())
+                if not current:
+                    break
+                current = current.rpartition("/")[0]
+            self._held[directory] = held
+        own = self._by_context.get(path)
+        return [*own, *held] if own else held
 
     def buildable_name(self, name: str) -> bool:
         if name in self._existing:

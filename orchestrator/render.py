@@ -75,13 +75,24 @@ _skipped_key = operator.attrgetter("rule", "note")
 
 def _grouped(items: Sequence[T], key: Callable[[T], Any], all_paths: bool) -> list[tuple[T, int]]:
     """``items`` one by one, or the first of each ``key`` with the number it stands for (no
-    Python-level loop over the items: at 20,000 paths this is most of the rendering)."""
+    Python-level loop over the items: at 20,000 paths this is most of the rendering). A
+    reason that already stands for several paths (``Reason.path_count``) counts as that many."""
     if all_paths:
-        return [(item, 1) for item in items]
+        return [(item, _count(item)) for item in items]
     keys = list(map(key, items))
     counts = collections.Counter(keys)
     firsts = dict(zip(reversed(keys), reversed(items), strict=True))  # the earliest wins
-    return [(firsts[k], counts[k]) for k in dict.fromkeys(keys)]
+    grouped = [(firsts[k], counts[k]) for k in dict.fromkeys(keys)]
+    if any(_count(first) > 1 for first, _ in grouped):  # only what an ``all`` gave
+        weights: collections.Counter[Any] = collections.Counter()
+        for item, k in zip(items, keys, strict=True):
+            weights[k] += _count(item)
+        grouped = [(first, weights[key(first)]) for first, _ in grouped]
+    return grouped
+
+
+def _count(item: object) -> int:
+    return item.path_count if isinstance(item, Reason) else 1
 
 
 def _skipped_to_json(skipped: Skipped, count: int = 1) -> dict[str, Any]:
@@ -128,8 +139,10 @@ def describe_reason(reason: Reason) -> str:
     if reason.path is None:
         return reason.note or reason.rule or "(no reason recorded)"
     if reason.pattern is None:
-        return f"{reason.path} ({reason.note or reason.rule})"
-    return f"{reason.path} (rule {reason.rule}: {reason.pattern})"
+        more = f", and {reason.path_count - 1} more path(s)" if reason.path_count > 1 else ""
+        return f"{reason.path} ({reason.note or reason.rule}{more})"
+    more = f", and {reason.path_count - 1} more path(s)" if reason.path_count > 1 else ""
+    return f"{reason.path} (rule {reason.rule}: {reason.pattern}{more})"
 
 
 def summarize_reasons(action: Action, limit: int = SHOWN_REASONS) -> list[str]:

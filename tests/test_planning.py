@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.config import parse_rules
 from orchestrator.errors import EXIT_BAD_INPUT
@@ -517,3 +519,65 @@ def test_stable_topological_sort_names_the_cycle(
     with pytest.raises(CycleError) as caught:
         stable_topological_sort(nodes, needs)
     assert str(caught.value) == message
+
+
+_SEGMENTS = st.sampled_from(["a", "b", "ab", "a.b", "c"])
+_DIRS = st.lists(_SEGMENTS, max_size=3).map("/".join)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    contexts=st.lists(st.tuples(_DIRS, st.sampled_from(["x", "y", "z", "w"])), max_size=6),
+    path=st.lists(_SEGMENTS, min_size=1, max_size=5).map("/".join),
+)
+def test_the_components_holding_a_path_are_every_context_above_it_deepest_first(
+    contexts: list[tuple[str, str]], path: str
+) -> None:
+    """The index by directory answers what a scan of every context would (deepest context
+    first, names in reverse order within one), without the scan's cost per component."""
+    from orchestrator.contexts import holds
+    from orchestrator.model import Component
+    from orchestrator.planning import _ComponentIndex
+
+    named = {name: context for context, name in contexts}  # one context per component name
+    rules = make_rules()._replace(
+        components=tuple(Component(name=n, context=c) for n, c in named.items())
+    )
+    index = _ComponentIndex(rules, list(named.values()), {})
+    scanned = [n for c, n in sorted(((c, n) for n, c in named.items()), reverse=True)
+               if holds(c, path)]  # fmt: skip
+    assert index._holding(path) == scanned
+    assert index._holding(path) == scanned  # cached by directory
+
+
+def test_what_all_gives_every_action_is_one_reason_per_pattern_with_its_path_count() -> None:
+    """An `all` repeats its paths for every action: they are counted, not copied (20,000
+    unmatched paths and 1,000 components would otherwise be 20 million reasons)."""
+    plan = plan_of("Makefile", "tools/a.sh", "tools/b.sh", "src/app.py", "comp/a/x.py")
+    note = 'matches no rule; [unmatched] do = "all"'
+    counted = Reason("Makefile", UNMATCHED_RULE, None, None, note, path_count=3)
+    for action_id in ("build_image:a", "build_image:b", "upload_source", "deploy_function"):
+        action = plan.action(action_id)
+        assert action is not None and counted in action.reasons, action_id
+        assert [r for r in action.reasons if r.rule == UNMATCHED_RULE] == [counted]
+    source = plan.action("upload_source")
+    assert source is not None
+    assert Reason("src/app.py", "source", "src/") in source.reasons  # its own paths stay listed
+    assert plan.unmatched == ("Makefile", "tools/a.sh", "tools/b.sh")  # every path, still
+
+
+def test_a_path_an_action_has_and_all_gives_it_again_counts_once() -> None:
+    rules = parse_rules(
+        'version = 1\n[components.a]\ncontext = "a"\n'
+        '[[rule]]\nname = "r"\npaths = ["a/"]\ndo = ["all", "build_image"]\n'
+    )
+    plan = plan_changes(changes("a/1.py", "a/2.py", "a/3.py"), rules, ["a"])
+    image = plan.action("build_image:a")
+    assert image is not None
+    assert image.reasons == (Reason("a/1.py", "r", "a/", path_count=3),)
+    from orchestrator.render import plan_to_json
+
+    for all_paths in (False, True):
+        actions = plan_to_json(plan, all_paths=all_paths)["actions"]
+        [entry] = next(a for a in actions if a["id"] == "build_image:a")["reasons"]
+        assert (entry["path"], entry["count"]) == ("a/1.py", 3)

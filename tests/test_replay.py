@@ -57,6 +57,14 @@ def test_replayed_histories_plan_as_the_readme_says(history: Path, tmp_path: Pat
 
         accounted = [r.path for a in plan.actions for r in a.reasons if r.path is not None]
         explained = set(accounted) | {s.path for s in plan.skipped} | set(plan.unmatched)
+        # what an `all` rule gave every action is one reason per pattern with its path count:
+        # the paths it does not name are the others that pattern matches, as many as it says
+        counted = {(r.rule, r.pattern): r.path_count for a in plan.actions for r in a.reasons
+                   if r.path_count > 1 and r.pattern is not None}  # fmt: skip
+        for (_, pattern), count in counted.items():
+            hit = {p for p in touched(commit) if verdicts[pattern][p]}
+            assert len(hit) >= count, commit["sha"]
+            explained |= hit
         assert explained == set(touched(commit)), commit["sha"]
         assert not {s.path for s in plan.skipped} & set(plan.unmatched)
 
