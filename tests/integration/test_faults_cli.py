@@ -229,6 +229,14 @@ def _one_line_naming(result: subprocess.CompletedProcess[str], service: str) -> 
     return result.stderr
 
 
+def _next_run_completes(setup: Setup, head: str) -> None:
+    """The service is back: the next run publishes the change once and the ledger moves."""
+    _succeeds(setup.cli("run", "--executor", "local"))
+    [message] = setup.published()
+    assert json.loads(message.data)["commit"] == head
+    assert _deployed_commit(setup) == head
+
+
 def test_transient_faults_on_every_service_are_ridden_out_and_the_run_publishes_once(
     setup: Setup,
 ) -> None:
@@ -267,10 +275,7 @@ def test_a_storage_service_that_keeps_failing_stops_the_run_before_anything_is_p
 
     # the service is back: the next run does the work, once
     setup.storage.clear()
-    _succeeds(setup.cli("run", "--executor", "local"))
-    [message] = setup.published()
-    assert json.loads(message.data)["commit"] == head
-    assert _deployed_commit(setup) == head
+    _next_run_completes(setup, head)
 
 
 def test_uploads_that_keep_failing_fail_the_step_and_nothing_is_published(
@@ -298,10 +303,7 @@ def test_uploads_that_keep_failing_fail_the_step_and_nothing_is_published(
     assert not [name for name in setup.objects() if name.startswith("source/")][1:]
 
     setup.storage.clear()
-    _succeeds(setup.cli("run", "--executor", "local"))
-    [message] = setup.published()
-    assert json.loads(message.data)["commit"] == head
-    assert _deployed_commit(setup) == head
+    _next_run_completes(setup, head)
 
 
 def test_a_pubsub_emulator_that_keeps_failing_publishes_nothing_and_the_ledger_stays(
