@@ -228,11 +228,13 @@ def _push(client: Any, repository: str, tag: str, log: LogSink) -> str:
     stream: Iterable[dict[str, Any]] = client.api.push(
         repository, tag=tag, stream=True, decode=True
     )
-    for chunk in stream:
+    error: StepFailed | None = None
+    for chunk in stream:  # read to its end even after an error: the answer is then released
         if "error" in chunk:
             detail = _one_line(chunk.get("errorDetail", {}).get("message") or chunk["error"])
             failed = _TransientPush if _TRANSIENT_PUSH.search(detail) else StepFailed
-            raise failed(f"docker push of {repository}:{tag} failed: {detail}")
+            error = error or failed(f"docker push of {repository}:{tag} failed: {detail}")
+            continue
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("Digest"):
             digest = str(aux["Digest"])
@@ -241,6 +243,8 @@ def _push(client: Any, repository: str, tag: str, log: LogSink) -> str:
         if status and not chunk.get("progressDetail"):
             layer = chunk.get("id")
             log(f"{layer}: {status}" if layer else str(status))
+    if error is not None:
+        raise error
     if not digest:
         raise StepFailed(f"docker push of {repository}:{tag} reported no digest.")
     return digest
