@@ -252,6 +252,12 @@ class Reason(NamedTuple):
     path_count: int = 1
 
 
+def reason_group(reason: Reason) -> tuple[str | None, ...]:
+    """What reasons are summarised by (the JSON plan) and counted by (an ``all``): rule,
+    pattern, implied_by and note; the path is the first of the group."""
+    return reason[1:5]
+
+
 class Action(NamedTuple):
     id: str
     kind: str

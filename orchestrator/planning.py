@@ -27,6 +27,7 @@ from orchestrator.model import (
     RuleHit,
     Rules,
     Skipped,
+    reason_group,
 )
 
 UNMATCHED_RULE = "[unmatched]"
@@ -184,17 +185,13 @@ def plan_changes(
     )
 
 
-def _reason_key(reason: Reason) -> tuple[str | None, ...]:
-    return reason[1:5]  # (rule, pattern, implied_by, note)
-
-
 def _counted(reasons: Iterable[Reason]) -> dict[tuple[str | None, ...], Reason]:
     """One reason per (rule, pattern, implied_by, note): the first path, with the number of
     paths it stands for (``Reason.path_count``)."""
     firsts: dict[tuple[str | None, ...], Reason] = {}
     counts: dict[tuple[str | None, ...], int] = {}
     for reason in reasons:
-        key = _reason_key(reason)
+        key = reason_group(reason)
         firsts.setdefault(key, reason)
         counts[key] = counts.get(key, 0) + reason.path_count
     return {key: first._replace(path_count=counts[key]) for key, first in firsts.items()}
@@ -204,8 +201,8 @@ def _add_counted(draft: dict[Reason, None], every: Mapping[tuple[str | None, ...
     """``every`` (what an ``all`` gives each action) into one action's reasons, in place; a
     path the action already has through the same rule and pattern counts once (the counted
     reason covers every path of its rule and pattern)."""
-    if any(_reason_key(reason) in every for reason in draft):
-        kept = [reason for reason in draft if _reason_key(reason) not in every]
+    if any(reason_group(reason) in every for reason in draft):
+        kept = [reason for reason in draft if reason_group(reason) not in every]
         draft.clear()
         draft.update(dict.fromkeys(kept))
     draft.update(dict.fromkeys(every.values()))

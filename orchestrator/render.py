@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
 
 from orchestrator.matching import RuleExplanation
-from orchestrator.model import ACTION_KINDS, Action, Plan, Reason, Skipped
+from orchestrator.model import ACTION_KINDS, Action, Plan, Reason, Skipped, reason_group
 from orchestrator.output import one_line, undecodable
 
 PLAN_SCHEMA = 1
@@ -55,7 +55,7 @@ def plan_to_json(plan: Plan, *, all_paths: bool = False) -> dict[str, Any]:
                 "target": a.target,
                 "needs": list(a.needs),
                 "reasons": [
-                    reason_to_json(r, n) for r, n in _grouped(a.reasons, _reason_key, all_paths)
+                    reason_to_json(r, n) for r, n in _grouped(a.reasons, reason_group, all_paths)
                 ],
             }
             for a in plan.actions
@@ -69,7 +69,6 @@ def plan_to_json(plan: Plan, *, all_paths: bool = False) -> dict[str, Any]:
     }
 
 
-_reason_key = operator.itemgetter(1, 2, 3, 4)  # Reason: (path, rule, pattern, implied_by, note)
 _skipped_key = operator.attrgetter("rule", "note")
 
 

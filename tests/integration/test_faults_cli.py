@@ -229,6 +229,14 @@ def _one_line_naming(result: subprocess.CompletedProcess[str], service: str) -> 
     return result.stderr
 
 
+def _deploy_a_change(setup: Setup) -> str:
+    """A change run and published once: the deployed state the faults must not move."""
+    deployed = _commit_a_change(setup, "deployed")
+    _succeeds(setup.cli("run", "--executor", "local"))
+    assert len(setup.published()) == 1
+    return deployed
+
+
 def _next_run_completes(setup: Setup, head: str) -> None:
     """The service is back: the next run publishes the change once and the ledger moves."""
     _succeeds(setup.cli("run", "--executor", "local"))
@@ -257,9 +265,7 @@ def test_transient_faults_on_every_service_are_ridden_out_and_the_run_publishes_
 def test_a_storage_service_that_keeps_failing_stops_the_run_before_anything_is_published(
     setup: Setup,
 ) -> None:
-    deployed = _commit_a_change(setup, "deployed")
-    _succeeds(setup.cli("run", "--executor", "local"))
-    assert len(setup.published()) == 1
+    deployed = _deploy_a_change(setup)
     ledger, stored = setup.ledger(), setup.objects()
 
     head = _commit_a_change(setup, "the next change")
@@ -281,9 +287,7 @@ def test_a_storage_service_that_keeps_failing_stops_the_run_before_anything_is_p
 def test_uploads_that_keep_failing_fail_the_step_and_nothing_is_published(
     setup: Setup,
 ) -> None:
-    deployed = _commit_a_change(setup, "deployed")
-    _succeeds(setup.cli("run", "--executor", "local"))
-    assert len(setup.published()) == 1
+    deployed = _deploy_a_change(setup)
     ledger = setup.ledger()
 
     head = _commit_a_change(setup, "the next change")
@@ -309,9 +313,7 @@ def test_uploads_that_keep_failing_fail_the_step_and_nothing_is_published(
 def test_a_pubsub_emulator_that_keeps_failing_publishes_nothing_and_the_ledger_stays(
     setup: Setup,
 ) -> None:
-    deployed = _commit_a_change(setup, "deployed")
-    _succeeds(setup.cli("run", "--executor", "local"))
-    assert len(setup.published()) == 1
+    deployed = _deploy_a_change(setup)
     ledger = setup.ledger()
 
     head = _commit_a_change(setup, "the next change")
@@ -417,9 +419,7 @@ STATE_FIELDS = ("commit", "source_uri", "pipeline_spec_uri", "images", "paramete
 def test_a_killed_run_leaves_bucket_and_ledger_consistent_and_the_next_run_completes_it(
     setup: Setup, moment: str, sig: signal.Signals
 ) -> None:
-    deployed = _commit_a_change(setup, "deployed")
-    _succeeds(setup.cli("run", "--executor", "local"))
-    assert len(setup.published()) == 1
+    deployed = _deploy_a_change(setup)
 
     head = _commit_a_change(setup, "the next change", pipeline=True)
     _kill_at(setup, MOMENTS[moment], sig)
@@ -450,9 +450,7 @@ def test_a_run_killed_mid_upload_leaves_no_object_and_the_next_run_uploads_it_wh
     """The proxy lets half of the source tarball's upload through, then holds it: the run is
     killed with the upload in flight. Cloud Storage (and fake-gcs-server) make an object
     visible only once its upload is complete, so there is none; the next run uploads it."""
-    deployed = _commit_a_change(setup, "deployed")
-    _succeeds(setup.cli("run", "--executor", "local"))
-    assert len(setup.published()) == 1
+    deployed = _deploy_a_change(setup)
     ledger = setup.ledger()
     head = _commit_a_change(setup, "the next change")
     before = setup.objects()
